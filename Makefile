@@ -1,0 +1,46 @@
+# ragsite: `make run` to use it, `make test` to check it. Everything installs into .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: run test bench lint format install chromium clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# torch first and exactly: 2.13.0 is the CPU build; letting the resolver pick pulls CUDA wheels.
+$(STAMP): pyproject.toml packaging/en_core_web_sm/pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[test]" ./packaging/en_core_web_sm
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the embedded database, a worker and the web server; prints the URL and admin login.
+run: install
+	$(PY) manage.py serve
+
+## Install and run the whole suite (browser tests need Debian's chromium; installed when missing).
+test: install chromium
+	$(PY) -m pytest
+
+chromium:
+	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] && { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || echo "chromium missing: browser tests will be skipped (apt-get install chromium)"; }
+
+## Benchmarks: ingestion throughput, retrieval latency, retrieval quality on the dev set.
+bench: install
+	$(PY) bench/run.py
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) tests/artifacts .pytest_cache

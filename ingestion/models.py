@@ -1,0 +1,135 @@
+"""Collections, documents and their chunks (vector + full-text), and who may read them.
+
+Business rules live in services.py and permissions.py; these classes only describe the data.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector, SearchVectorField
+from django.db import models
+from pgvector.django import HnswIndex, VectorField
+
+# The text-search configuration used for chunks and queries alike.
+FTS_CONFIG = "english"
+
+
+class Collection(models.Model):
+    """A named set of documents; the unit of access control."""
+
+    class Visibility(models.TextChoices):
+        EVERYONE = "everyone", "Everyone signed in"
+        RESTRICTED = "restricted", "Only listed groups and users"
+
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    visibility = models.CharField(
+        max_length=20, choices=Visibility.choices, default=Visibility.RESTRICTED
+    )
+    reader_groups = models.ManyToManyField(Group, blank=True, related_name="readable_collections")
+    reader_users = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="readable_collections"
+    )
+    managers = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="managed_collections"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _document_path(instance: Document, filename: str) -> str:
+    # Random names: the original name is kept in the row, never trusted as a path.
+    return f"documents/{uuid.uuid4().hex}"
+
+
+class Document(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        PROCESSING = "processing", "Processing"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="documents")
+    file = models.FileField(upload_to=_document_path, max_length=300)
+    original_name = models.CharField(max_length=255)
+    title = models.CharField(max_length=500, blank=True)
+    content_type = models.CharField(max_length=150)
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    error = models.TextField(blank=True)
+    page_count = models.PositiveIntegerField(null=True, blank=True)
+    chunk_count = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    processing_started_at = models.DateTimeField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["collection", "sha256"], name="unique_document_per_collection"
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "collection"])]
+
+    def __str__(self) -> str:
+        return self.title or self.original_name
+
+
+class Chunk(models.Model):
+    """A passage of a document, sized for the embedding model, with its vector and tsvector."""
+
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
+    ordinal = models.PositiveIntegerField()
+    text = models.TextField()
+    title = models.CharField(max_length=500, blank=True)  # the document's, copied for search
+    heading = models.TextField(blank=True)  # heading path, "Part > Section > Subsection"
+    page_start = models.PositiveIntegerField(null=True, blank=True)
+    page_end = models.PositiveIntegerField(null=True, blank=True)
+    token_count = models.PositiveIntegerField()
+    embedding = VectorField(dimensions=settings.RAG_EMBEDDING_DIM)
+    # Kept in sync by PostgreSQL itself: a stored generated column, title and headings weighted up.
+    search_vector = models.GeneratedField(
+        expression=SearchVector("title", weight="A", config=FTS_CONFIG)
+        + SearchVector("heading", weight="A", config=FTS_CONFIG)
+        + SearchVector("text", weight="B", config=FTS_CONFIG),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
+
+    class Meta:
+        ordering = ["document_id", "ordinal"]
+        constraints = [
+            models.UniqueConstraint(fields=["document", "ordinal"], name="unique_chunk_ordinal"),
+        ]
+        indexes = [
+            HnswIndex(
+                name="chunk_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+            GinIndex(fields=["search_vector"], name="chunk_search_vector_gin"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.document_id}#{self.ordinal}"

@@ -1,0 +1,337 @@
+"""Parse step: a stored file becomes a list of Blocks (text, kind, page, heading level).
+
+Parsers are chosen by content type, sniffed from the bytes with libmagic. Office formats, HTML,
+Markdown, text and e-mail go through unstructured; PDFs are read from their text layer with
+pdfminer.six (unstructured's PDF path imports layout-model packages we do not install).
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import magic
+
+PDF = "application/pdf"
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+HTML = "text/html"
+MARKDOWN = "text/markdown"
+TEXT = "text/plain"
+EMAIL = "message/rfc822"
+
+SUPPORTED_TYPES = {
+    PDF: "PDF",
+    DOCX: "Word document",
+    PPTX: "PowerPoint presentation",
+    XLSX: "Excel workbook",
+    HTML: "HTML page",
+    MARKDOWN: "Markdown",
+    TEXT: "plain text",
+    EMAIL: "e-mail",
+}
+
+_OOXML_BY_PART = {"word/": DOCX, "ppt/": PPTX, "xl/": XLSX}
+_MARKDOWN_SUFFIXES = {".md", ".markdown", ".mdown"}
+# Uncompressed size limit for Office files (zip containers): a zip bomb fails here, cheaply.
+MAX_UNCOMPRESSED_BYTES = 1024 * 1024 * 1024
+MAX_ZIP_MEMBERS = 10_000
+
+
+class ParseError(Exception):
+    """A file that cannot be turned into text; the message is shown to people as the reason."""
+
+
+@dataclass(frozen=True)
+class Block:
+    text: str
+    kind: str = "text"  # heading | text | list | table
+    page: int | None = None
+    level: int = 0  # heading depth, 0 = top
+
+
+@dataclass
+class ParsedDocument:
+    blocks: list[Block]
+    title: str = ""
+    page_count: int | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+def detect_content_type(path: Path, filename: str) -> str:
+    """The file's type judged by its bytes; the name only tells Markdown from plain text."""
+    sniffed = magic.from_file(str(path), mime=True)
+    suffix = Path(filename).suffix.lower()
+    if sniffed in {"application/zip", "application/octet-stream"} or sniffed.startswith(
+        "application/vnd.openxmlformats"
+    ):
+        return _ooxml_type(path) or sniffed
+    if sniffed == "text/xml" and suffix in {".html", ".htm", ".xhtml"}:
+        return HTML
+    if sniffed.startswith("text/") and sniffed != HTML:
+        if suffix in _MARKDOWN_SUFFIXES:
+            return MARKDOWN
+        if suffix == ".eml" and sniffed in {TEXT, EMAIL}:
+            return EMAIL
+        if sniffed in {"text/x-c", "text/x-c++", "text/x-script.python", "text/csv"}:
+            return TEXT
+    return sniffed
+
+
+def _ooxml_type(path: Path) -> str | None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None
+    for prefix, content_type in _OOXML_BY_PART.items():
+        if any(name.startswith(prefix) for name in names):
+            return content_type
+    return None
+
+
+def parse(path: Path, content_type: str) -> ParsedDocument:
+    """Parse `path` as `content_type`; raise ParseError with a human-readable reason."""
+    parser = _PARSERS.get(content_type)
+    if parser is None:
+        raise ParseError(f"Unsupported file type: {content_type}.")
+    if path.stat().st_size == 0:
+        raise ParseError("The file is empty.")
+    try:
+        parsed = parser(path)
+    except ParseError:
+        raise
+    except Exception as exc:  # a parser library's own error: report it as the file's fault
+        raise ParseError(
+            f"Could not read this {SUPPORTED_TYPES[content_type]}: {_reason(exc)}"
+        ) from exc
+    parsed.blocks = [b for b in parsed.blocks if b.text.strip()]
+    if not parsed.blocks:
+        raise ParseError(
+            "No extractable text (a scanned document needs OCR, which is not enabled)."
+        )
+    return parsed
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
+
+
+# --- PDF: pdfminer's text layer; headings guessed from font size ---------------------------------
+def _parse_pdf(path: Path) -> ParsedDocument:
+    from pdfminer.high_level import extract_pages
+    from pdfminer.layout import LAParams, LTChar, LTTextBox, LTTextLine
+    from pdfminer.pdfdocument import PDFPasswordIncorrect
+    from pdfminer.pdfparser import PDFSyntaxError
+
+    boxes: list[tuple[int, str, float]] = []
+    page_count = 0
+    try:
+        for page_number, page in enumerate(extract_pages(str(path), laparams=LAParams()), start=1):
+            page_count = page_number
+            for element in page:
+                if not isinstance(element, LTTextBox):
+                    continue
+                text = _clean(element.get_text())
+                if not text:
+                    continue
+                sizes = [
+                    char.size
+                    for line in element
+                    if isinstance(line, LTTextLine)
+                    for char in line
+                    if isinstance(char, LTChar)
+                ]
+                boxes.append((page_number, text, statistics.median(sizes) if sizes else 0.0))
+    except PDFPasswordIncorrect as exc:
+        raise ParseError("The PDF is encrypted with a password.") from exc
+    except PDFSyntaxError as exc:
+        raise ParseError(f"The PDF is damaged or not a PDF: {exc}") from exc
+    if page_count == 0:
+        raise ParseError("The PDF is damaged or has no pages.")
+    if not boxes:
+        raise ParseError("No extractable text (a scanned PDF needs OCR, which is not enabled).")
+
+    body_size = statistics.median(size for _, _, size in boxes)
+    heading_sizes = sorted(
+        {round(s, 1) for _, t, s in boxes if s >= body_size * 1.15 and len(t) < 200}, reverse=True
+    )
+    blocks = []
+    for page_number, text, size in boxes:
+        rounded = round(size, 1)
+        if rounded in heading_sizes and "\n" not in text.strip():
+            blocks.append(Block(text, "heading", page_number, min(heading_sizes.index(rounded), 5)))
+        else:
+            blocks.append(Block(text, "text", page_number))
+    title = _pdf_title(path) or next((b.text for b in blocks if b.kind == "heading"), "")
+    return ParsedDocument(blocks=blocks, title=title, page_count=page_count)
+
+
+def _pdf_title(path: Path) -> str:
+    try:
+        from pypdf import PdfReader
+
+        info = PdfReader(str(path)).metadata
+        return _clean(str(info.title)) if info and info.title else ""
+    except Exception:  # metadata is a nicety; a damaged info dict must not fail the document
+        return ""
+
+
+# --- everything else: unstructured ----------------------------------------------------------------
+_UNSTRUCTURED_KINDS = {"Title": "heading", "ListItem": "list", "Table": "table"}
+
+
+def _from_elements(elements: list) -> list[Block]:
+    blocks = []
+    for element in elements:
+        category = type(element).__name__
+        if category in {"Image", "PageBreak", "Header", "Footer", "PageNumber"}:
+            continue
+        text = _clean(element.text)
+        if not text:
+            continue
+        kind = _UNSTRUCTURED_KINDS.get(category, "text")
+        depth = element.metadata.category_depth or 0
+        blocks.append(
+            Block(text, kind, element.metadata.page_number, depth if kind == "heading" else 0)
+        )
+    return blocks
+
+
+def _parse_with(partitioner: Callable, **kwargs) -> Callable[[Path], ParsedDocument]:
+    def parse_file(path: Path) -> ParsedDocument:
+        elements = partitioner()(filename=str(path), **kwargs)
+        blocks = _from_elements(elements)
+        pages = [b.page for b in blocks if b.page]
+        return ParsedDocument(
+            blocks=blocks,
+            title=next((b.text for b in blocks if b.kind == "heading"), ""),
+            page_count=max(pages) if pages else None,
+        )
+
+    return parse_file
+
+
+def _parse_docx(path: Path) -> ParsedDocument:
+    _check_zip(path)
+    from unstructured.partition.docx import partition_docx
+
+    parsed = _parse_with(lambda: partition_docx)(path)
+    try:
+        import docx
+
+        core_title = docx.Document(str(path)).core_properties.title
+    except Exception:  # a missing core-properties part is common and harmless
+        core_title = ""
+    parsed.title = _clean(core_title or "") or parsed.title
+    return parsed
+
+
+def _parse_pptx(path: Path) -> ParsedDocument:
+    _check_zip(path)
+    from unstructured.partition.pptx import partition_pptx
+
+    return _parse_with(lambda: partition_pptx)(path)
+
+
+def _parse_xlsx(path: Path) -> ParsedDocument:
+    _check_zip(path)
+    from unstructured.partition.xlsx import partition_xlsx
+
+    return _parse_with(lambda: partition_xlsx, find_subtable=False)(path)
+
+
+def _check_zip(path: Path) -> None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except zipfile.BadZipFile as exc:
+        raise ParseError("The Office file is damaged (not a valid zip container).") from exc
+    if len(members) > MAX_ZIP_MEMBERS:
+        raise ParseError("The Office file has too many parts to be a real document.")
+    if sum(m.file_size for m in members) > MAX_UNCOMPRESSED_BYTES:
+        raise ParseError("The Office file expands to more than 1 GB: refused as a likely zip bomb.")
+
+
+# Page furniture that is not content: navigation bars, sidebars, headers and footers.
+_BOILERPLATE_XPATH = (
+    "//script | //style | //noscript | //template | //nav | //header | //footer | //aside"
+    " | //*[@role='navigation' or @role='banner' or @role='contentinfo' or @role='search']"
+    " | //*[contains(concat(' ', normalize-space(@class), ' '), ' footer ')]"
+    " | //*[contains(concat(' ', normalize-space(@class), ' '), ' sidebar ')]"
+    " | //*[contains(concat(' ', normalize-space(@class), ' '), ' sphinxsidebar ')]"
+    " | //a[contains(concat(' ', normalize-space(@class), ' '), ' headerlink ')]"
+)
+
+
+def _parse_html(path: Path) -> ParsedDocument:
+    import lxml.html
+    from unstructured.partition.html import partition_html
+
+    raw = path.read_bytes()
+    try:
+        tree = lxml.html.fromstring(raw)
+    except (lxml.etree.ParserError, ValueError) as exc:
+        raise ParseError("The HTML page has no content.") from exc
+    page_title = _clean(tree.findtext(".//title") or "")
+    for node in tree.xpath(_BOILERPLATE_XPATH):
+        if node.getparent() is not None:
+            node.drop_tree()
+    main = tree.xpath("//main | //*[@role='main']")
+    html = lxml.html.tostring(main[0] if main else tree, encoding="unicode")
+    blocks = _from_elements(partition_html(text=html))
+    first_heading = next((b.text for b in blocks if b.kind == "heading"), "")
+    return ParsedDocument(blocks=blocks, title=first_heading or page_title)
+
+
+def _parse_markdown(path: Path) -> ParsedDocument:
+    from unstructured.partition.md import partition_md
+
+    return _parse_with(lambda: partition_md)(path)
+
+
+def _parse_text(path: Path) -> ParsedDocument:
+    from unstructured.partition.text import partition_text
+
+    return _parse_with(lambda: partition_text)(path)
+
+
+def _parse_email(path: Path) -> ParsedDocument:
+    from email import policy
+    from email.parser import BytesParser
+
+    from unstructured.partition.email import partition_email
+
+    with path.open("rb") as handle:
+        subject = (
+            BytesParser(policy=policy.default).parse(handle, headersonly=True).get("subject", "")
+        )
+    parsed = _parse_with(lambda: partition_email)(path)
+    parsed.title = _clean(str(subject)) or parsed.title
+    return parsed
+
+
+_PARSERS: dict[str, Callable[[Path], ParsedDocument]] = {
+    PDF: _parse_pdf,
+    DOCX: _parse_docx,
+    PPTX: _parse_pptx,
+    XLSX: _parse_xlsx,
+    HTML: _parse_html,
+    MARKDOWN: _parse_markdown,
+    TEXT: _parse_text,
+    EMAIL: _parse_email,
+}
+
+_WHITESPACE = re.compile(r"[ \t\u00a0]+")
+
+
+def _clean(text: str) -> str:
+    text = text.replace("\u00b6", "").replace("\x00", "")
+    lines = [_WHITESPACE.sub(" ", line).strip() for line in text.splitlines()]
+    return "\n".join(line for line in lines if line).strip()

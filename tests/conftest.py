@@ -1,0 +1,222 @@
+"""Shared fixtures: isolated media and broker folders, a real Celery worker process, users and
+collections. The database is the embedded PostgreSQL with pgvector (pytest-django's test DB)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import Group, User
+from django.db import connection
+
+from ingestion.models import Collection, Document
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_EVAL = ROOT.parent / "shared" / "eval" / "dev"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def redis_available() -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_media(tmp_path_factory) -> Iterator[Path]:
+    """Uploaded files of this test session go to a temporary folder, never to var/media."""
+    from django.test import override_settings
+
+    media = tmp_path_factory.mktemp("media")
+    override = override_settings(MEDIA_ROOT=media)
+    override.enable()
+    yield media
+    override.disable()
+
+
+@pytest.fixture(autouse=True)
+def _no_queue_by_default(request, monkeypatch):
+    """Tests without a worker must not leave messages in a queue nobody reads: unless a test asks
+    for the `worker` fixture, documents are processed in the test's own process instead."""
+    if "worker" in request.fixturenames or "celery_queue" in request.fixturenames:
+        return
+    from ingestion import services
+
+    monkeypatch.setattr(services, "_enqueue_after_commit", lambda document_id: None)
+
+
+class WorkerHandle:
+    def __init__(self, process: subprocess.Popen, broker: str, log: Path):
+        self.process = process
+        self.broker = broker
+        self.log = log
+
+    def wait_for(self, document_ids: list[int], timeout: float = 180) -> list[Document]:
+        """Block until every document is ready or failed (or the timeout passes)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            documents = list(Document.objects.filter(pk__in=document_ids))
+            if documents and all(d.status in {"ready", "failed"} for d in documents):
+                return documents
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker died:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        raise AssertionError(
+            f"documents not done in {timeout}s; worker log:\n{self.log.read_text()[-3000:]}"
+        )
+
+
+def _broker_params() -> list:
+    params = [pytest.param("filesystem", id="filesystem-broker")]
+    params.append(
+        pytest.param(
+            "redis",
+            id="redis-broker",
+            marks=pytest.mark.skipif(not redis_available(), reason="no Redis on 127.0.0.1:6379"),
+        )
+    )
+    return params
+
+
+@pytest.fixture(scope="session", params=_broker_params())
+def celery_queue(request, tmp_path_factory, django_db_setup, django_db_blocker) -> Iterator[dict]:
+    """Point this process's Celery app at a private queue: a fresh filesystem broker folder, or a
+    uniquely named queue on the local Redis. Returns the environment a worker needs to share it."""
+    from ragsite.celery import app
+
+    queue = f"ragsite-test-{uuid.uuid4().hex[:8]}"
+    env = {"RAG_CELERY_QUEUE": queue, "RAG_MEDIA_ROOT": str(settings.MEDIA_ROOT)}
+    if request.param == "redis":
+        env["CELERY_BROKER_URL"] = REDIS_URL
+        app.conf.broker_url = REDIS_URL
+        app.conf.broker_transport_options = {"visibility_timeout": 60}
+    else:
+        folder = tmp_path_factory.mktemp("broker")
+        env["CELERY_BROKER_URL"] = "filesystem://"
+        env["RAG_BROKER_DIR"] = str(folder)
+        app.conf.broker_url = "filesystem://"
+        app.conf.broker_transport_options = {
+            "data_folder_in": str(folder),
+            "data_folder_out": str(folder),
+            "store_processed": False,
+        }
+    app.conf.task_default_queue = queue
+    app.pool.force_close_all()
+    yield {"broker": request.param, "env": env, "queue": queue}
+    app.pool.force_close_all()
+
+
+def start_worker(celery_queue: dict, log: Path) -> subprocess.Popen:
+    db = connection.settings_dict
+    host = db["HOST"]
+    database_url = f"postgresql://{db['USER']}:{db['PASSWORD']}@/{db['NAME']}?host={host}"
+    if db["PORT"]:
+        database_url = (
+            f"postgresql://{db['USER']}:{db['PASSWORD']}@{host}:{db['PORT']}/{db['NAME']}"
+        )
+    env = {
+        **os.environ,
+        **celery_queue["env"],
+        "DATABASE_URL": database_url,
+        "RAG_EGRESS_GUARD": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "ragsite",
+            "worker",
+            "--pool=solo",
+            "--concurrency=1",
+            "--loglevel=INFO",
+            "-Q",
+            celery_queue["queue"],
+            "-n",
+            f"{celery_queue['queue']}@%h",
+            "--without-heartbeat",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop_worker(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def worker(celery_queue, tmp_path_factory) -> Iterator[WorkerHandle]:
+    """A real Celery worker process consuming this session's queue, against the test database."""
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    process = start_worker(celery_queue, log)
+    handle = WorkerHandle(process, celery_queue["broker"], log)
+    yield handle
+    stop_worker(process)
+
+
+@pytest.fixture
+def user(db) -> User:
+    return User.objects.create_user("staff", password="a-long-test-password")
+
+
+@pytest.fixture
+def admin_user(db) -> User:
+    return User.objects.create_superuser("admin", "admin@example.org", "a-long-test-password")
+
+
+def make_collection(
+    name: str, *, everyone: bool = False, groups: list[Group] = (), users: list[User] = ()
+) -> Collection:
+    collection = Collection.objects.create(
+        name=name,
+        visibility=Collection.Visibility.EVERYONE if everyone else Collection.Visibility.RESTRICTED,
+    )
+    collection.reader_groups.set(groups)
+    collection.reader_users.set(users)
+    return collection
+
+
+@pytest.fixture
+def collection(db) -> Collection:
+    return make_collection("Handbook", everyone=True)
+
+
+@pytest.fixture
+def ingest_file(db) -> Callable[..., Document]:
+    """Register a file and run the pipeline in this process; returns the refreshed Document."""
+    from ingestion import pipeline, services
+
+    def ingest(collection: Collection, path: Path, user: User | None = None) -> Document:
+        result = services.register_path(collection, path, user, enqueue=False)
+        pipeline.ingest(result.document.pk)
+        result.document.refresh_from_db()
+        return result.document
+
+    return ingest
