@@ -1,0 +1,3 @@
+"""The REST API under /api/v1/ (issue #5)."""
+
+urlpatterns: list = []
