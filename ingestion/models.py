@@ -79,6 +79,8 @@ class Document(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     processing_started_at = models.DateTimeField(null=True, blank=True)
+    # "host:pid" of the process working on it, so a restarted worker can tell abandoned work.
+    claimed_by = models.CharField(max_length=200, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

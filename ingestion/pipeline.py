@@ -6,6 +6,8 @@ The Celery task and `manage.py ingest --sync` both call `ingest`; nothing here k
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +34,20 @@ class IngestResult:
     error: str = ""
 
 
+def process_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def ingest(document_id: int) -> IngestResult:
     """Process one document to `ready` or `failed`. Transient errors (database, OS) propagate so
     the caller can retry; a bad file never raises."""
     started = time.monotonic()
     updated = Document.objects.filter(pk=document_id).exclude(status=Document.Status.READY)
     claimed = updated.update(
-        status=Document.Status.PROCESSING, processing_started_at=timezone.now(), error=""
+        status=Document.Status.PROCESSING,
+        processing_started_at=timezone.now(),
+        claimed_by=process_identity(),
+        error="",
     )
     document = Document.objects.filter(pk=document_id).first()
     if document is None:

@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import re
+import socket
 import tempfile
 import unicodedata
 from collections.abc import Iterable
@@ -22,6 +23,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files import File
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from ingestion.models import Collection, Document
@@ -164,18 +166,32 @@ def reindex_collection(collection: Collection) -> int:
     return reingest(collection.documents.exclude(status=Document.Status.QUEUED))
 
 
-def stuck_documents(older_than: timedelta) -> list[Document]:
+def stuck_documents(older_than: timedelta, include_queued: bool = True) -> list[Document]:
     """Documents left `processing` (a killed worker) or `queued` (a lost message) too long."""
     cutoff = timezone.now() - older_than
-    processing = Document.objects.filter(
-        status=Document.Status.PROCESSING, processing_started_at__lt=cutoff
-    )
-    queued = Document.objects.filter(status=Document.Status.QUEUED, updated_at__lt=cutoff)
-    return list(processing.union(queued))
+    stuck = Q(status=Document.Status.PROCESSING, processing_started_at__lte=cutoff)
+    if include_queued:
+        stuck |= Q(status=Document.Status.QUEUED, updated_at__lte=cutoff)
+    return list(Document.objects.filter(stuck))
 
 
-def requeue_stuck(older_than: timedelta) -> list[Document]:
-    documents = stuck_documents(older_than)
+def abandoned_on_this_host() -> list[Document]:
+    """Documents `processing` by a process of this machine that no longer exists."""
+    import psutil
+
+    host = socket.gethostname()
+    abandoned = []
+    for document in Document.objects.filter(
+        status=Document.Status.PROCESSING, claimed_by__startswith=f"{host}:"
+    ):
+        pid = document.claimed_by.rpartition(":")[2]
+        if not pid.isdigit() or not psutil.pid_exists(int(pid)):
+            abandoned.append(document)
+    return abandoned
+
+
+def requeue_stuck(older_than: timedelta, include_queued: bool = True) -> list[Document]:
+    documents = stuck_documents(older_than, include_queued)
     reingest(documents)
     return documents
 

@@ -13,6 +13,7 @@ if broker_url.startswith("filesystem://"):
     broker_transport_options = {
         "data_folder_in": str(_queue_dir),
         "data_folder_out": str(_queue_dir),
+        "control_folder": str(_queue_dir / "control"),  # default: ./control in the working dir
         "store_processed": False,
     }
 else:

@@ -111,12 +111,21 @@ def celery_queue(request, tmp_path_factory, django_db_setup, django_db_blocker) 
         app.conf.broker_transport_options = {
             "data_folder_in": str(folder),
             "data_folder_out": str(folder),
+            "control_folder": str(folder / "control"),
             "store_processed": False,
         }
     app.conf.task_default_queue = queue
-    app.pool.force_close_all()
+    _reset_connections(app)
     yield {"broker": request.param, "env": env, "queue": queue}
-    app.pool.force_close_all()
+    _reset_connections(app)
+
+
+def _reset_connections(app) -> None:
+    """Drop pooled broker connections so the next send uses the broker configured now."""
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    app.amqp._producer_pool = None
 
 
 def start_worker(celery_queue: dict, log: Path) -> subprocess.Popen:

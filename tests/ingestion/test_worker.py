@@ -1,0 +1,95 @@
+"""The ingestion task in a real Celery worker process, over the folder queue and over Redis."""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+
+import pytest
+from django.db import transaction
+
+from ingestion import services
+from ingestion.models import Chunk, Document
+from ragsite.celery import app
+from tests.conftest import make_collection, start_worker, stop_worker
+from tests.documents import write_html, write_markdown
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+
+def register(collection, path) -> int:
+    with transaction.atomic():  # the task is sent when this commits
+        return services.register_path(collection, path).document.pk
+
+
+def test_worker_ingests_uploads_and_a_bad_file_fails_alone(tmp_path, worker):
+    collection = make_collection("Worker")
+    good_md = write_markdown(tmp_path / "good.md", "Orion", [("Budget", "The Orion budget is 7 euros.")])
+    good_html = write_html(tmp_path / "good.html", "Lyra", [("Plan", "Lyra ships in May.")])
+    bad = tmp_path / "bad.pdf"
+    bad.write_bytes(b"%PDF-1.4 not really a pdf")
+
+    ids = [register(collection, p) for p in (good_md, bad, good_html)]
+    documents = {d.pk: d for d in worker.wait_for(ids)}
+
+    assert documents[ids[0]].status == "ready" and documents[ids[0]].chunk_count > 0
+    assert documents[ids[2]].status == "ready"
+    assert documents[ids[1]].status == "failed"
+    assert "damaged" in documents[ids[1]].error
+    assert Chunk.objects.filter(document_id=ids[0], text__contains="7 euros").exists()
+
+
+def test_retry_through_the_worker_is_idempotent(tmp_path, worker):
+    collection = make_collection("Retry")
+    doc_id = register(collection, write_markdown(tmp_path / "r.md", "Retry", [("A", "Alpha text. " * 80)]))
+    first = worker.wait_for([doc_id])[0]
+
+    with transaction.atomic():
+        services.reingest([first])
+    Document.objects.filter(pk=doc_id).update(status="queued")  # wait_for waits for a change
+    again = worker.wait_for([doc_id])[0]
+
+    assert again.status == "ready"
+    assert again.chunk_count == first.chunk_count == Chunk.objects.filter(document_id=doc_id).count()
+
+
+@pytest.fixture
+def private_queue(celery_queue):
+    """A queue only this test's workers consume, so the session worker cannot take the task."""
+    original = app.conf.task_default_queue
+    queue = f"ragsite-kill-{uuid.uuid4().hex[:8]}"
+    app.conf.task_default_queue = queue
+    yield {**celery_queue, "queue": queue, "env": {**celery_queue["env"], "RAG_CELERY_QUEUE": queue}}
+    app.conf.task_default_queue = original
+
+
+def test_a_worker_killed_mid_document_leaves_it_to_be_redone(tmp_path, private_queue):
+    collection = make_collection("Killed")
+    long_text = "\n\n".join(f"Paragraph {i} talks about subject {i} at some length. " * 6 for i in range(1500))
+    path = tmp_path / "long.txt"
+    path.write_text(long_text)
+
+    first = start_worker(private_queue, tmp_path / "first.log")
+    try:
+        doc_id = register(collection, path)
+        deadline = time.monotonic() + 120
+        while Document.objects.get(pk=doc_id).status != "processing":
+            assert time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-2000:]
+            time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        stop_worker(first, signal.SIGKILL)
+    assert Document.objects.get(pk=doc_id).status == "processing"  # killed mid-document
+
+    second = start_worker(private_queue, tmp_path / "second.log")
+    try:
+        deadline = time.monotonic() + 240
+        while (document := Document.objects.get(pk=doc_id)).status != "ready":
+            assert time.monotonic() < deadline, (tmp_path / "second.log").read_text()[-2000:]
+            time.sleep(0.5)
+    finally:
+        stop_worker(second)
+    assert document.chunk_count == Chunk.objects.filter(document_id=doc_id).count() > 100
+    ordinals = list(Chunk.objects.filter(document_id=doc_id).values_list("ordinal", flat=True))
+    assert sorted(ordinals) == list(range(len(ordinals)))
