@@ -145,10 +145,10 @@ class DocumentAdmin(admin.ModelAdmin):
                         collection, uploaded, uploaded.name, request.user, size_hint=uploaded.size
                     )
                 except services.UploadRejected as exc:
-                    messages.error(request, str(exc))
+                    messages.error(request, f"Rejected: {exc}")
                     continue
                 if result.created:
-                    messages.success(request, f"{uploaded.name}: queued.")
+                    messages.success(request, f"Queued: {uploaded.name}")
                 else:
                     messages.warning(
                         request, f"{uploaded.name}: already in {collection} (same content)."

@@ -43,7 +43,8 @@ DATA_DIR = Path(env("RAG_DATA_DIR", str(BASE_DIR / "var"))).resolve()
 MEDIA_ROOT = Path(env("RAG_MEDIA_ROOT", str(DATA_DIR / "media"))).resolve()
 MEDIA_URL = "/media/"  # never served publicly: downloads go through a permission-checked view
 STATIC_URL = "/static/"
-STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT = Path(env("RAG_STATIC_ROOT", str(DATA_DIR / "static"))).resolve()
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missing one
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
 
@@ -89,6 +90,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI / Redoc served from our own static files, no CDN
     "ingestion",
     "retrieval",
 ]
@@ -214,6 +216,9 @@ RAG_LLM_CONNECT_TIMEOUT = env_float("RAG_LLM_CONNECT_TIMEOUT", 5.0)
 RAG_LLM_CONTEXT_TOKENS = env_int("RAG_LLM_CONTEXT_TOKENS", 8192)
 RAG_LLM_MAX_ANSWER_TOKENS = env_int("RAG_LLM_MAX_ANSWER_TOKENS", 768)
 RAG_LLM_TEMPERATURE = env_float("RAG_LLM_TEMPERATURE", 0.1)
+# Below this cosine similarity of the best passage, answer "nothing relevant found" without
+# calling the model (tuned on the dev eval set: top-1 similarity of answerable vs unanswerable).
+RAG_MIN_SIMILARITY = env_float("RAG_MIN_SIMILARITY", 0.3)
 # Hosts an LLM or embedding endpoint may live on. Loopback is always allowed.
 RAG_ALLOWED_HOSTS_EGRESS = env_list("RAG_ALLOWED_HOSTS_EGRESS")
 
@@ -223,14 +228,35 @@ RAG_LOG_PROMPTS = env_bool("RAG_LOG_PROMPTS", False)
 RAG_RETENTION_DAYS = env_int("RAG_RETENTION_DAYS", 0)  # 0 keeps conversations and audit rows
 
 # --- REST framework ---------------------------------------------------------------------------
+# Requests per API key (or signed-in user) per period; answers cost more, so they have their own.
+# DRF's rate syntax: "120/min", "5000/hour", "" for no limit. Counters live in the default cache
+# (per process unless a shared cache is configured).
+RAG_API_RATE = env("RAG_API_RATE", "120/min")
+RAG_ASK_RATE = env("RAG_ASK_RATE", "30/min")
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "retrieval.authentication.BearerApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "retrieval.api.common.ApiPagination",
+    "DEFAULT_THROTTLE_CLASSES": ["retrieval.api.common.ApiRateThrottle"],
+    "EXCEPTION_HANDLER": "ragsite.api_errors.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "ragsite API",
     "DESCRIPTION": "Private question answering over your organisation's documents.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,  # multipart uploads get their own request component
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "ragsite.api_errors.add_error_responses",
+    ],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOGGING = {

@@ -1,0 +1,28 @@
+"""`make bench`: every benchmark under bench/, one after the other, printing plain figures.
+
+Each runs in its own process so one's model and database state cannot colour another's timing.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = ["ingest_bench.py", "retrieval_bench.py"]
+
+
+def main() -> int:
+    failed = 0
+    for name in BENCHMARKS:
+        path = HERE / name
+        if not path.exists():
+            continue
+        print(f"== {name}", flush=True)
+        failed += subprocess.call([sys.executable, str(path), *sys.argv[1:]]) != 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
