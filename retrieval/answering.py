@@ -6,12 +6,24 @@ which collects the stream); they translate events, they hold no answering logic.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import logging
+import re
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.utils import timezone
 
-from retrieval.models import Conversation
+from retrieval import audit, llm, prompts, services
+from retrieval.models import Citation, Conversation, Message
+from retrieval.search import Passage, search
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,22 @@ class Answer:
     outcome: str
 
 
+MAX_QUESTION_CHARS = 4000
+SNIPPET_CHARS = 1500
+NO_ANSWER_TEXT = (
+    "I could not find anything about this in the documents you can access, so I cannot answer it."
+)
+ERROR_TEXT = "Something went wrong while answering. Please try again."
+
+# Words that make a question lean on the one before it ("what about its default?").
+_ANAPHORA = frozenset(
+    {"it", "its", "it's", "this", "that", "these", "those", "they", "them", "their", "there"}
+    | {"he", "she", "him", "her", "same", "former", "latter", "one", "ones", "above"}
+)
+_FOLLOW_UP_OPENERS = ("and ", "what about", "how about", "also", "but ", "or ", "then ", "why not")
+REWRITE_MAX_TERMS = 8
+
+
 def stream_answer(
     user: User,
     question: str,
@@ -57,7 +85,20 @@ def stream_answer(
     collection_id: int | None = None,
     via: str = "web",
 ) -> Iterator[AnswerEvent]:
-    raise NotImplementedError  # being built (issue #3)
+    """Answer `question` for `user`, streamed as AnswerEvents.
+
+    Checks run before the first event, when this is called: ValueError for an empty or over-long
+    question, PermissionDenied for another user's conversation. Everything after that (no
+    passages, a model that is down, a bug) ends the stream with a `done` or an `error` event.
+    """
+    question = question.strip()
+    if not question:
+        raise ValueError("Please type a question.")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise ValueError(f"Questions are limited to {MAX_QUESTION_CHARS} characters.")
+    if conversation is not None and conversation.user_id != user.pk:
+        raise PermissionDenied("This conversation belongs to someone else.")
+    return _stream(user, question, conversation, collection_id, via)
 
 
 def answer(
@@ -68,4 +109,255 @@ def answer(
     collection_id: int | None = None,
     via: str = "web",
 ) -> Answer:
-    raise NotImplementedError  # being built (issue #3)
+    """`stream_answer`, collected. A failed answer has outcome model_unavailable or error and
+    the friendly message as its text."""
+    pieces: list[str] = []
+    citations: list[CitationView] = []
+    conversation_id = message_id = 0
+    outcome = ""
+    for event in stream_answer(
+        user, question, conversation=conversation, collection_id=collection_id, via=via
+    ):
+        if event.kind == "meta":
+            conversation_id, message_id = event.conversation_id, event.message_id
+        elif event.kind == "token":
+            pieces.append(event.text)
+        elif event.kind == "citations":
+            citations = event.citations
+        elif event.kind == "done":
+            outcome = event.outcome
+        elif event.kind == "error":
+            pieces, outcome = [event.text], event.outcome
+    return Answer("".join(pieces), citations, conversation_id, message_id, outcome)
+
+
+# --- rewrite ------------------------------------------------------------------------------------
+
+
+def is_follow_up(question: str) -> bool:
+    """A question that leans on the previous one: a pronoun, a "what about" opener, or so few
+    meaningful words that it cannot stand alone."""
+    lowered = question.lower().strip()
+    words = set(re.findall(r"[a-z']+", lowered))
+    return (
+        bool(words & _ANAPHORA)
+        or lowered.startswith(_FOLLOW_UP_OPENERS)
+        or len(llm.content_words(question)) <= 2
+    )
+
+
+def rewrite_query(question: str, previous_queries: Sequence[str]) -> str:
+    """A standalone search query for `question`. Deterministic: a follow-up gets the key terms of
+    the previous standalone query (which already carries its own context) put in front."""
+    if not previous_queries or not is_follow_up(question):
+        return question
+    present = set(llm.content_words(question))
+    terms: list[str] = []
+    for word in llm.content_words(previous_queries[-1]):
+        if word not in present and word not in terms:
+            terms.append(word)
+    if not terms:
+        return question
+    return f"{' '.join(terms[:REWRITE_MAX_TERMS])} {question}"
+
+
+# --- cite -------------------------------------------------------------------------------------
+
+
+class MarkerFilter:
+    """Passes streamed text through, keeping [n] markers that name a passage of the prompt
+    (1..count) and dropping others with the space before them. Works across piece boundaries."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self.used: list[int] = []  # passage numbers cited, in order of first mention
+        self._pending = ""  # an opened "[..." not yet closed
+        self._space = ""  # whitespace held back until we know whether a dropped marker follows
+
+    def feed(self, piece: str) -> str:
+        out: list[str] = []
+        for char in piece:
+            if self._pending:
+                if char == "]":
+                    marker = self._resolve(self._pending + char)
+                    out.append(self._space + marker if marker else "")
+                    self._pending = self._space = ""
+                elif char.isdigit() or char in ", ":
+                    self._pending += char
+                    if len(self._pending) > 40:
+                        out.append(self._release())
+                else:
+                    out.append(self._release())
+                    out.append(self.feed(char))
+            elif char == "[":
+                self._pending = char
+            elif char.isspace():
+                self._space += char
+            else:
+                out.append(self._space + char)
+                self._space = ""
+        return "".join(out)
+
+    def flush(self) -> str:
+        return self._release() + self._space
+
+    def _release(self) -> str:
+        text = self._space + self._pending
+        self._space = self._pending = ""
+        return text
+
+    def _resolve(self, marker: str) -> str:
+        match = prompts._MARKER.fullmatch(marker)
+        if not match:
+            return marker  # "[]", "[ ]": not a citation, keep as written
+        numbers = [int(n) for n in match.group(1).split(",")]
+        kept = [n for n in numbers if 1 <= n <= self.count]
+        for number in kept:
+            if number not in self.used:
+                self.used.append(number)
+        return "".join(f"[{n}]" for n in kept)
+
+
+def _citation_view(citation: Citation) -> CitationView:
+    return CitationView(
+        number=citation.number,
+        document_id=citation.document_id,
+        chunk_id=citation.chunk_id,
+        document_title=citation.document_title,
+        page=citation.page,
+        heading=citation.heading,
+        snippet=citation.snippet,
+    )
+
+
+def _store_citations(message: Message, numbers: list[int], passages: list[Passage]) -> list:
+    rows = [
+        Citation(
+            message=message,
+            number=number,
+            document_id=passages[number - 1].document_id,
+            chunk_id=passages[number - 1].chunk_id,
+            document_title=passages[number - 1].document_title[:500],
+            page=passages[number - 1].page_start,
+            heading=passages[number - 1].heading,
+            snippet=passages[number - 1].text[:SNIPPET_CHARS],
+            score=passages[number - 1].similarity,
+        )
+        for number in sorted(numbers)
+    ]
+    return Citation.objects.bulk_create(rows)
+
+
+# --- the pipeline -------------------------------------------------------------------------------
+
+
+def _history(conversation: Conversation) -> tuple[list[tuple[str, str]], list[str]]:
+    """Earlier (role, content) turns worth showing the model, and earlier standalone queries."""
+    recent = list(conversation.messages.order_by("-created_at", "-id")[: 2 * prompts.HISTORY_TURNS])
+    recent.reverse()
+    turns: list[tuple[str, str]] = []
+    queries: list[str] = []
+    for message in recent:
+        if message.role == Message.Role.USER:
+            turns.append((message.role, message.content))
+            queries.append(message.content)
+        elif message.outcome == Message.Outcome.ANSWERED and message.content:
+            turns.append((message.role, message.content))
+            if message.search_query and queries:
+                queries[-1] = message.search_query  # the standalone form of that question
+    return turns, queries
+
+
+def _stream(
+    user: User,
+    question: str,
+    conversation: Conversation | None,
+    collection_id: int | None,
+    via: str,
+) -> Iterator[AnswerEvent]:
+    started = time.monotonic()
+    if conversation is None:
+        conversation = services.create_conversation(user, question, collection_id)
+    elif collection_id is None:
+        collection_id = conversation.collection_id
+    history, previous_queries = _history(conversation)
+    query = rewrite_query(question, previous_queries)
+    with transaction.atomic():
+        Message.objects.create(conversation=conversation, role=Message.Role.USER, content=question)
+        reply = Message.objects.create(
+            conversation=conversation,
+            role=Message.Role.ASSISTANT,
+            content="",
+            search_query=query,
+        )
+        Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+    text_parts: list[str] = []
+    cited_documents: list[int] = []
+    outcome = ""
+    generator_name = ""
+    try:
+        yield AnswerEvent("meta", conversation_id=conversation.pk, message_id=reply.pk)
+        passages = search(
+            user, query, collection_ids=[collection_id] if collection_id is not None else None
+        )
+        best = max((p.similarity or 0.0 for p in passages), default=0.0)
+        if best < settings.RAG_MIN_SIMILARITY:
+            # Nothing relevant: say so without asking the model to make something up.
+            outcome = Message.Outcome.NO_ANSWER
+            text_parts.append(NO_ANSWER_TEXT)
+            yield AnswerEvent("token", text=NO_ANSWER_TEXT)
+            yield AnswerEvent("citations", citations=[])
+        else:
+            prompt = prompts.build_prompt(question, passages, history)
+            if settings.RAG_LOG_PROMPTS:
+                logger.info("prompt for message %s: %s", reply.pk, json.dumps(prompt.messages))
+            generator = llm.get_generator()
+            generator_name = generator.name
+            markers = MarkerFilter(len(prompt.passages))
+            for piece in generator.stream(prompt.messages, prompt.passages, query=query):
+                if text := markers.feed(piece):
+                    text_parts.append(text)
+                    yield AnswerEvent("token", text=text)
+            if text := markers.flush():
+                text_parts.append(text)
+                yield AnswerEvent("token", text=text)
+            generator_name = generator.name  # the model id is known once it has answered
+            rows = _store_citations(reply, markers.used, prompt.passages)
+            cited_documents = [row.document_id for row in rows]
+            outcome = Message.Outcome.ANSWERED
+            if generator_name == llm.ExtractiveGenerator.name and not rows:
+                outcome = Message.Outcome.NO_ANSWER
+            yield AnswerEvent("citations", citations=[_citation_view(row) for row in rows])
+    except (llm.LLMError, llm.LLMConfigurationError) as exc:
+        logger.warning(
+            "answer %s: model unavailable: %s", reply.pk, getattr(exc, "detail", "") or exc
+        )
+        outcome = Message.Outcome.MODEL_UNAVAILABLE
+        text_parts = [llm.UNAVAILABLE_MESSAGE]
+        yield AnswerEvent("error", text=llm.UNAVAILABLE_MESSAGE, outcome=outcome)
+    except Exception:
+        logger.exception("answer %s failed", reply.pk)
+        outcome = Message.Outcome.ERROR
+        text_parts = [ERROR_TEXT]
+        yield AnswerEvent("error", text=ERROR_TEXT, outcome=outcome)
+    finally:
+        # Also reached when the reader goes away mid-stream: keep what was written so far.
+        reply.content = "".join(text_parts).strip()
+        reply.outcome = outcome or Message.Outcome.ERROR
+        reply.generator = generator_name[:200]
+        reply.latency_ms = int((time.monotonic() - started) * 1000)
+        reply.save(update_fields=["content", "outcome", "generator", "latency_ms"])
+        audit.record(
+            "ask",
+            user=user,
+            via=via,
+            question=question,
+            document_ids=cited_documents,
+            detail={
+                "conversation_id": conversation.pk,
+                "message_id": reply.pk,
+                "outcome": reply.outcome,
+            },
+        )
+    if outcome in (Message.Outcome.ANSWERED, Message.Outcome.NO_ANSWER):
+        yield AnswerEvent("done", outcome=outcome)

@@ -1,12 +1,80 @@
-"""Write paths for conversations and answers that other apps call (deletion, retention).
-
-`forget_document` is called by ingestion.services.delete_document inside its transaction.
+"""Write paths for conversations and answers: create, rename, delete, feedback, and forgetting a
+deleted document's text. `forget_document` is called by ingestion.services.delete_document inside
+its transaction.
 """
 
 from __future__ import annotations
 
-from ingestion.models import Document
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import Q
+
+from ingestion.models import Collection, Document
+from retrieval.models import Citation, Conversation, Message
+
+TITLE_CHARS = 80
+REDACTED_ANSWER = "[Answer removed: a cited document was deleted.]"
+FEEDBACK_VALUES = (-1, 0, 1)
+
+
+def title_from_question(question: str) -> str:
+    """A conversation title: the question's first line, cut at a word near TITLE_CHARS."""
+    text = " ".join(question.split())
+    if len(text) <= TITLE_CHARS:
+        return text
+    return text[:TITLE_CHARS].rsplit(" ", 1)[0].rstrip(",;:") + "…"
+
+
+def _require_owner(user: User, conversation: Conversation) -> None:
+    if conversation.user_id != getattr(user, "pk", None):
+        raise PermissionDenied("This conversation belongs to someone else.")
+
+
+def create_conversation(
+    user: User, title: str = "", collection: Collection | int | None = None
+) -> Conversation:
+    """A new conversation of `user`, optionally scoped to one collection."""
+    collection_id = collection.pk if isinstance(collection, Collection) else collection
+    return Conversation.objects.create(
+        user=user, title=title_from_question(title), collection_id=collection_id
+    )
+
+
+def rename_conversation(user: User, conversation: Conversation, title: str) -> Conversation:
+    _require_owner(user, conversation)
+    title = " ".join(title.split())[:200]
+    if not title:
+        raise ValueError("A title cannot be empty.")
+    conversation.title = title
+    conversation.save(update_fields=["title", "updated_at"])
+    return conversation
+
+
+def delete_conversation(user: User, conversation: Conversation) -> None:
+    """Delete a conversation with its messages and citations (cascade)."""
+    _require_owner(user, conversation)
+    conversation.delete()
+
+
+def set_feedback(user: User, message: Message, value: int, comment: str = "") -> Message:
+    """Thumbs up (+1), down (-1) or none (0) on an answer of the user's own conversation."""
+    _require_owner(user, message.conversation)
+    if message.role != Message.Role.ASSISTANT:
+        raise ValueError("Feedback applies to answers only.")
+    if value not in FEEDBACK_VALUES:
+        raise ValueError("Feedback is -1, 0 or 1.")
+    message.feedback = value
+    message.feedback_comment = comment.strip()[:2000]
+    message.save(update_fields=["feedback", "feedback_comment"])
+    return message
 
 
 def forget_document(document: Document) -> None:
-    """Erase what answers and citations kept of `document`'s text (nothing is kept yet)."""
+    """Erase what answers and citations kept of `document`'s text: its citations go, and every
+    answer that cited it is replaced by a note, since the answer may quote it."""
+    with transaction.atomic():
+        citations = Citation.objects.filter(Q(document=document) | Q(chunk__document=document))
+        message_ids = set(citations.values_list("message_id", flat=True))
+        citations.delete()
+        Message.objects.filter(pk__in=message_ids).update(content=REDACTED_ANSWER)

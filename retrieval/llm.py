@@ -1,0 +1,395 @@
+"""Generate step: one small interface, `stream(messages, passages) -> Iterator[str]`, with two
+implementations: an OpenAI-compatible client (vLLM, llama.cpp server) and the extractive CPU default.
+
+`get_generator()` picks one from settings. Both stream text pieces with [n] markers that number the
+passages they were given, so citations and streaming follow one code path whichever answers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+import httpx
+import numpy as np
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from ingestion.chunking import HEADING_SEPARATOR
+from ragsite import egress
+from retrieval import prompts
+from retrieval.search import Passage
+
+logger = logging.getLogger(__name__)
+
+UNAVAILABLE_MESSAGE = "The model is unavailable right now."
+# Connection refused or connect timeout before anything was sent: safe to try again quickly.
+CONNECT_RETRIES = 2
+RETRY_PAUSE_S = 0.25
+
+
+class LLMError(Exception):
+    """Base of the errors a generator raises; `str()` is fit to show a person."""
+
+
+class ModelUnavailable(LLMError):
+    """The server is down, timed out, answered with an error, or broke off the answer."""
+
+    def __init__(self, detail: str = ""):
+        super().__init__(UNAVAILABLE_MESSAGE)
+        self.detail = detail  # for logs, never for users
+
+
+class LLMConfigurationError(ImproperlyConfigured):
+    """RAG_LLM_BASE_URL points somewhere it may not (outside loopback and the egress allow-list)."""
+
+
+class Generator(Protocol):
+    name: str  # stored in Message.generator
+
+    def stream(
+        self, messages: list[dict], passages: Sequence[Passage], *, query: str = ""
+    ) -> Iterator[str]: ...
+
+
+# --- where an endpoint may live ---------------------------------------------------------------
+
+
+def is_allowed_endpoint(url: str) -> bool:
+    """True when `url` is http(s) on loopback or on a host RAG_ALLOWED_HOSTS_EGRESS allows.
+    The rule itself lives in ragsite.egress, shared with `manage.py privacy_check`."""
+    return egress.endpoint_allowed(url, settings.RAG_ALLOWED_HOSTS_EGRESS)
+
+
+def get_generator() -> Generator:
+    """The configured generator: the OpenAI-compatible client when RAG_LLM_BASE_URL is set,
+    else the extractive answerer. Raises LLMConfigurationError for a forbidden endpoint."""
+    base_url = settings.RAG_LLM_BASE_URL
+    if not base_url:
+        return ExtractiveGenerator()
+    if not is_allowed_endpoint(base_url):
+        raise LLMConfigurationError(
+            f"RAG_LLM_BASE_URL={base_url!r} is neither loopback nor a host listed in "
+            "RAG_ALLOWED_HOSTS_EGRESS; refusing to send documents there."
+        )
+    return OpenAICompatibleGenerator(
+        base_url=base_url,
+        model=settings.RAG_LLM_MODEL,
+        api_key=settings.RAG_LLM_API_KEY,
+        timeout=settings.RAG_LLM_TIMEOUT,
+        connect_timeout=settings.RAG_LLM_CONNECT_TIMEOUT,
+        max_tokens=settings.RAG_LLM_MAX_ANSWER_TOKENS,
+        temperature=settings.RAG_LLM_TEMPERATURE,
+    )
+
+
+# --- OpenAI-compatible chat completions over HTTP ---------------------------------------------
+
+_model_ids: dict[str, str] = {}
+_model_ids_lock = threading.Lock()
+
+
+class OpenAICompatibleGenerator:
+    """POST {base}/chat/completions with stream=true and read the server-sent events."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str = "",
+        api_key: str = "",
+        timeout: float = 60.0,
+        connect_timeout: float = 5.0,
+        max_tokens: int = 768,
+        temperature: float = 0.1,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self._model = model
+        self.api_key = api_key
+        # `timeout` bounds each wait for bytes (the first token included), not the whole answer.
+        self.timeout = httpx.Timeout(timeout, connect=connect_timeout)
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+
+    @property
+    def name(self) -> str:
+        return f"openai:{self._model or _model_ids.get(self.base_url, '')}"
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    def model_id(self) -> str:
+        """RAG_LLM_MODEL, else the first model the server lists (asked once per process)."""
+        if self._model:
+            return self._model
+        with _model_ids_lock:
+            if self.base_url not in _model_ids:
+                response = self._request("GET", "/models")
+                try:
+                    _model_ids[self.base_url] = response.json()["data"][0]["id"]
+                except (ValueError, KeyError, IndexError, TypeError) as exc:
+                    raise ModelUnavailable(f"GET /models answered {response.text[:200]!r}") from exc
+        return _model_ids[self.base_url]
+
+    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        """A non-streaming request with the same retry and error rules as `stream`."""
+        for attempt in range(CONNECT_RETRIES + 1):
+            try:
+                response = httpx.request(
+                    method,
+                    self.base_url + path,
+                    headers=self._headers(),
+                    timeout=self.timeout,
+                    **kwargs,
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if attempt < CONNECT_RETRIES:
+                    time.sleep(RETRY_PAUSE_S * (attempt + 1))
+                    continue
+                raise ModelUnavailable(f"{method} {path}: {exc!r}") from exc
+            except httpx.HTTPError as exc:
+                raise ModelUnavailable(f"{method} {path}: {exc!r}") from exc
+            _raise_for_status(response, f"{method} {path}")
+            return response
+        raise AssertionError("unreachable")
+
+    def complete(self, messages: list[dict], max_tokens: int | None = None) -> str:
+        """The whole answer in one response (used for short jobs such as query rewriting)."""
+        body = self._body(messages, stream=False, max_tokens=max_tokens)
+        response = self._request("POST", "/chat/completions", json=body)
+        try:
+            return response.json()["choices"][0]["message"]["content"] or ""
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise ModelUnavailable(f"unexpected completion {response.text[:200]!r}") from exc
+
+    def _body(self, messages: list[dict], stream: bool, max_tokens: int | None = None) -> dict:
+        return {
+            "model": self.model_id(),
+            "messages": messages,
+            "stream": stream,
+            "max_tokens": max_tokens or self.max_tokens,
+            "temperature": self.temperature,
+        }
+
+    def stream(
+        self, messages: list[dict], passages: Sequence[Passage] = (), *, query: str = ""
+    ) -> Iterator[str]:
+        """Text pieces as the server produces them. Raises ModelUnavailable on any failure; a
+        failure after the first piece is never retried (the reader has seen part of it)."""
+        body = self._body(messages, stream=True)
+        url = self.base_url + "/chat/completions"
+        for attempt in range(CONNECT_RETRIES + 1):
+            try:
+                with httpx.stream(
+                    "POST", url, json=body, headers=self._headers(), timeout=self.timeout
+                ) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                    _raise_for_status(response, "POST /chat/completions")
+                    yield from _read_events(response)
+                return
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                # Nothing reached the server, so nothing was generated: a quick retry is safe.
+                if attempt < CONNECT_RETRIES:
+                    time.sleep(RETRY_PAUSE_S * (attempt + 1))
+                    continue
+                raise ModelUnavailable(f"connect {url}: {exc!r}") from exc
+            except httpx.HTTPError as exc:
+                raise ModelUnavailable(f"{url}: {exc!r}") from exc
+
+
+def _raise_for_status(response: httpx.Response, what: str) -> None:
+    if response.status_code >= 400:
+        # 4xx too: a wrong model name or an over-long prompt is a fault a reader cannot fix.
+        raise ModelUnavailable(f"{what} answered {response.status_code}: {response.text[:300]!r}")
+
+
+def _read_events(response: httpx.Response) -> Iterator[str]:
+    """Content pieces of an SSE chat-completion stream, up to `data: [DONE]`."""
+    finished = False
+    for line in response.iter_lines():
+        if not line.startswith("data:"):
+            continue  # blank separators, comments (": ping"), event names
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            return
+        try:
+            event = json.loads(payload)
+        except ValueError as exc:
+            raise ModelUnavailable(f"malformed event {payload[:200]!r}") from exc
+        if "error" in event:
+            raise ModelUnavailable(f"error event {payload[:300]!r}")
+        for choice in event.get("choices") or []:
+            piece = (choice.get("delta") or {}).get("content")
+            if piece:
+                yield piece
+            if choice.get("finish_reason"):
+                finished = True
+    if not finished:
+        # The connection closed before [DONE] and before any finish_reason: a broken-off answer.
+        raise ModelUnavailable("stream ended before [DONE]")
+
+
+# --- the extractive answerer -------------------------------------------------------------------
+
+NOTHING_EXTRACTED = "The documents found do not state a clear answer to this question."
+MAX_SENTENCES = 3
+_STOPWORDS = frozenset(
+    """a about above after again all also am an and any are as at be because been before being
+    below between both but by can could did do does doing down during each few for from further
+    had has have having he her here hers him his how i if in into is it its itself just me more
+    most my no nor not of off on once only or other our out over own same she should so some such
+    than that the their them then there these they this those through to too under until up very
+    was we were what when where which while who whom why will with would you your yours one ones
+    get make made use using used way want need tell show give find please know""".split()  # noqa: SIM905 - a word list reads better as prose
+)
+_WORD = re.compile(r"[A-Za-z0-9_]+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'“(\[A-Z0-9])")
+
+
+def content_words(text: str) -> list[str]:
+    """Lower-cased words that carry meaning, identifiers split (copy.deepcopy → copy, deepcopy)."""
+    words = []
+    for word in _WORD.findall(text.lower()):
+        for part in [word, *word.split("_")] if "_" in word else [word]:
+            if part and part not in _STOPWORDS and len(part) > 1:
+                words.append(part)
+    return words
+
+
+def _stem(word: str) -> str:
+    # Crude, but enough to let "lists" meet "list" and "copying" meet "copy".
+    for suffix in ("ing", "ies", "es", "s", "ed"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of a passage. A short un-punctuated line followed by a "- description" line (a
+    definition list: `copy.deepcopy(x)` / `- Return a deep copy of x.`) is kept as one unit."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    units: list[str] = []
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        following = lines[index + 1] if index + 1 < len(lines) else ""
+        if (
+            following.startswith("- ")
+            and not line.startswith("- ")
+            and len(line) <= 120
+            and not line.endswith((".", ":", "!", "?"))
+        ):
+            line = f"{line} — {following[2:]}"
+            index += 1
+        units.extend(_SENTENCE_END.split(line.removeprefix("- ")))
+        index += 1
+    return [unit.strip() for unit in units if 15 <= len(unit.strip()) <= 600]
+
+
+class ExtractiveGenerator:
+    """Quotes the 1-3 sentences of the given passages that best answer the question, each
+    followed by its [n] marker. Runs on CPU with the embedding model already in the process."""
+
+    name = "extractive"
+
+    def stream(
+        self, messages: list[dict], passages: Sequence[Passage], *, query: str = ""
+    ) -> Iterator[str]:
+        question = prompts.question_from(messages)
+        chosen = self.select(query or question, passages, question)
+        text = (
+            " ".join(f"{sentence} [{number}]" for number, sentence in chosen)
+            if chosen
+            else NOTHING_EXTRACTED
+        )
+        # Small pieces, so the reader sees the same progressive stream as from a model.
+        yield from re.findall(r"\S+\s*", text)
+
+    def select(
+        self, query: str, passages: Sequence[Passage], question: str = ""
+    ) -> list[tuple[int, str]]:
+        """(passage number, sentence) pairs, best first, at most MAX_SENTENCES. `query` is the
+        standalone search query; `question` (as asked) weighs its own words a little more, so a
+        follow-up's new words decide between sentences about the earlier topic."""
+        from ingestion.embedding import embed_texts
+
+        candidates = [
+            (number, rank, sentence, _section(passage.heading))
+            for rank, (number, passage) in enumerate(enumerate(passages, start=1))
+            for sentence in split_sentences(passage.text)
+        ]
+        if not candidates or not query.strip():
+            return []
+        # A sentence is embedded with its section name: "Counter objects: A Counter is a ...".
+        texts = [
+            f"{section}: {sentence}" if section else sentence
+            for *_, sentence, section in candidates
+        ]
+        vectors = embed_texts([query, *texts])
+        semantic = vectors[1:] @ vectors[0]
+        query_terms = _question_terms(query)
+        asked_terms = _question_terms(question) if question else set()
+        scores = []
+        for (_, rank, sentence, _), similarity in zip(candidates, semantic, strict=True):
+            # Meaning first, shared words second, a little trust in the search ranking, and
+            # prose over code fragments and list introductions.
+            scores.append(
+                float(similarity)
+                + 0.35 * _overlap(query_terms, sentence)
+                + 0.25 * _overlap(asked_terms, sentence)
+                + 0.05 / (1 + rank)
+                - _fragment_penalty(sentence)
+            )
+        order = np.argsort(scores)[::-1]
+        best = scores[order[0]]
+        chosen: list[tuple[int, str]] = []
+        seen: list[set[str]] = []
+        for index in order:
+            number, _, sentence, _ = candidates[index]
+            if len(chosen) >= MAX_SENTENCES or scores[index] < best - 0.12:
+                break
+            words = set(content_words(sentence))
+            if any(len(words & other) > 0.7 * max(1, len(words)) for other in seen):
+                continue  # a near-duplicate (chunk overlap repeats sentences)
+            chosen.append((number, sentence))
+            seen.append(words)
+        return chosen
+
+
+def _section(heading: str) -> str:
+    return heading.rsplit(HEADING_SEPARATOR.strip(), 1)[-1].strip()
+
+
+def _fragment_penalty(sentence: str) -> float:
+    """How much a unit looks like code or a lead-in rather than a sentence that answers."""
+    penalty = 0.0
+    if sentence.rstrip().endswith(":"):
+        penalty += 0.15
+    if sentence.lstrip().startswith((">>>", "...", "$ ", "#")) or " # " in sentence:
+        penalty += 0.2
+    if len(re.findall(r"\b[A-Za-z]{2,}\b", sentence)) < 5:
+        penalty += 0.15
+    return penalty
+
+
+def _question_terms(question: str) -> set[str]:
+    words = content_words(question)
+    terms = {_stem(word) for word in words}
+    # "deep copy" should meet "deepcopy": adjacent words joined count as a term too.
+    terms |= {a + b for a, b in zip(words, words[1:], strict=False)}
+    return terms
+
+
+def _overlap(terms: set[str], sentence: str) -> float:
+    if not terms:
+        return 0.0
+    words = {_stem(word) for word in content_words(sentence)}
+    return len(terms & words) / len(terms)

@@ -1,0 +1,130 @@
+"""Read paths for conversations: a user's own conversations and messages, with each citation
+shown only while the user may still read the cited document (decided now, not when answered).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.contrib.auth.models import AnonymousUser, User
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+
+from ingestion.permissions import readable_documents
+from retrieval.answering import CitationView
+from retrieval.models import Citation, Conversation, Message
+
+
+@dataclass(frozen=True)
+class MessageView:
+    """A message as its author sees it now. A citation whose document is gone or no longer
+    readable has document_id None and empty title, heading and snippet (show "unavailable")."""
+
+    id: int
+    role: str
+    content: str
+    outcome: str
+    generator: str
+    search_query: str
+    feedback: int
+    feedback_comment: str
+    latency_ms: int | None
+    created_at: datetime
+    citations: list[CitationView] = field(default_factory=list)
+
+
+def conversations_for(user: User | AnonymousUser) -> QuerySet[Conversation]:
+    """The user's conversations, most recently active first."""
+    if not user or not user.is_authenticated:
+        return Conversation.objects.none()
+    return Conversation.objects.filter(user=user).order_by("-updated_at", "-id")
+
+
+def get_conversation(user: User | AnonymousUser, conversation_id: int) -> Conversation | None:
+    """The conversation if it is the user's own, else None (answer 404: do not reveal others')."""
+    return conversations_for(user).filter(pk=conversation_id).first()
+
+
+def _unavailable(citation: Citation) -> CitationView:
+    return CitationView(citation.number, None, None, "", None, "", "")
+
+
+def _view(citation: Citation, readable: set[int]) -> CitationView:
+    if citation.document_id is None or citation.document_id not in readable:
+        return _unavailable(citation)
+    return CitationView(
+        number=citation.number,
+        document_id=citation.document_id,
+        chunk_id=citation.chunk_id,
+        document_title=citation.document_title,
+        page=citation.page,
+        heading=citation.heading,
+        snippet=citation.snippet,
+    )
+
+
+def _readable_among(user: User | AnonymousUser, document_ids: set[int]) -> set[int]:
+    if not document_ids:
+        return set()
+    return set(readable_documents(user).filter(pk__in=document_ids).values_list("pk", flat=True))
+
+
+def messages_with_citations(
+    user: User | AnonymousUser, conversation: Conversation
+) -> list[MessageView]:
+    """The conversation's messages, oldest first, each with the citations the user may see."""
+    if conversation.user_id != getattr(user, "pk", None):
+        raise PermissionDenied("This conversation belongs to someone else.")
+    messages = list(
+        conversation.messages.prefetch_related("citations").order_by("created_at", "id")
+    )
+    document_ids = {
+        c.document_id for m in messages for c in m.citations.all() if c.document_id is not None
+    }
+    readable = _readable_among(user, document_ids)
+    return [
+        MessageView(
+            id=m.pk,
+            role=m.role,
+            content=m.content,
+            outcome=m.outcome,
+            generator=m.generator,
+            search_query=m.search_query,
+            feedback=m.feedback,
+            feedback_comment=m.feedback_comment,
+            latency_ms=m.latency_ms,
+            created_at=m.created_at,
+            citations=[_view(c, readable) for c in m.citations.all()],
+        )
+        for m in messages
+    ]
+
+
+def visible_citation(user: User | AnonymousUser, citation: Citation | int) -> CitationView | None:
+    """One citation of the user's own conversations, if its document is still readable to them;
+    None otherwise (another user's citation, a deleted or no longer readable document)."""
+    if not user or not user.is_authenticated:
+        return None
+    if isinstance(citation, int):
+        citation = (
+            Citation.objects.select_related("message__conversation").filter(pk=citation).first()
+        )
+        if citation is None:
+            return None
+    if citation.message.conversation.user_id != user.pk or citation.document_id is None:
+        return None
+    if not _readable_among(user, {citation.document_id}):
+        return None
+    return _view(citation, {citation.document_id})
+
+
+def message_of(user: User | AnonymousUser, message_id: int) -> Message | None:
+    """An assistant or user message of the user's own conversations (for feedback), else None."""
+    if not user or not user.is_authenticated:
+        return None
+    return (
+        Message.objects.select_related("conversation")
+        .filter(pk=message_id, conversation__user=user)
+        .first()
+    )
