@@ -2,6 +2,11 @@
 
 Search, citations, downloads, conversations, counters and the API all ask here; the search SQL
 takes `readable_collection_ids` as a parameter, so the filter runs before ranking.
+
+The rules: nobody signed out or deactivated reads anything; a superuser reads everything; others
+read a collection that is visible to everyone signed in, or lists them, one of their groups, or
+them as a manager. Staff and a collection's managers may upload to it and delete from it.
+Rules are evaluated on every call, never cached: revoking a grant takes effect at once.
 """
 
 from __future__ import annotations
@@ -31,8 +36,12 @@ def readable_collection_ids(user: User | AnonymousUser) -> list[int]:
     return list(readable_collections(user).values_list("pk", flat=True))
 
 
+def _is_reader(user: User | AnonymousUser | None) -> bool:
+    return bool(user and user.is_authenticated and user.is_active)
+
+
 def can_read_collection(user: User | AnonymousUser, collection: Collection) -> bool:
-    return readable_collections(user).filter(pk=collection.pk).exists()
+    return _is_reader(user) and readable_collections(user).filter(pk=collection.pk).exists()
 
 
 def readable_documents(user: User | AnonymousUser) -> QuerySet[Document]:
@@ -40,7 +49,12 @@ def readable_documents(user: User | AnonymousUser) -> QuerySet[Document]:
 
 
 def can_read_document(user: User | AnonymousUser, document: Document) -> bool:
-    return readable_documents(user).filter(pk=document.pk).exists()
+    return _is_reader(user) and readable_documents(user).filter(pk=document.pk).exists()
+
+
+def can_manage_document(user: User | AnonymousUser, document: Document) -> bool:
+    """Whether `user` may delete or re-ingest `document` (manages its collection)."""
+    return managed_collections(user).filter(pk=document.collection_id).exists()
 
 
 def managed_collections(user: User | AnonymousUser) -> QuerySet[Collection]:

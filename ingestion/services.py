@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import socket
 import tempfile
 import unicodedata
@@ -53,9 +52,16 @@ def max_upload_bytes() -> int:
 
 def clean_filename(name: str) -> str:
     """A display name safe to show and to offer as a download name."""
-    name = unicodedata.normalize("NFKC", os.path.basename(name.replace("\\", "/")))
-    name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip().strip(".")
-    return name[:255] or "unnamed"
+    # Normalise first: NFKC turns a fullwidth solidus into "/", which basename must then see.
+    name = os.path.basename(unicodedata.normalize("NFKC", name).replace("\\", "/"))
+    # Control and format characters: NUL, newlines, and bidi overrides that show "fdp.exe"
+    # as "exe.pdf".
+    name = "".join(c for c in name if unicodedata.category(c) not in {"Cc", "Cf"})
+    name = name.strip().strip(".").strip()
+    if len(name) > 255:  # keep the extension: Markdown is told from text by it
+        suffix = Path(name).suffix[:20]
+        name = name[: 255 - len(suffix)] + suffix
+    return name or "unnamed"
 
 
 def register_upload(

