@@ -1,0 +1,286 @@
+"""The upload console: collections, uploads with live ingestion status, retry, re-index, delete.
+
+For staff and collection managers. Every write goes through ingestion.services; who may do what
+is asked of ingestion.permissions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.contrib import messages as flash
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q, QuerySet, Sum
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from ingestion import services
+from ingestion.forms import CollectionForm
+from ingestion.models import Collection, Document
+from ingestion.permissions import can_create_collections, managed_collections
+from retrieval import audit
+from retrieval.models import Citation
+from retrieval.views import frame_context
+
+DOCUMENT_ROWS = 500  # the console lists the newest documents of a collection; the admin has all
+
+
+@dataclass(frozen=True)
+class Counters:
+    queued: int
+    processing: int
+    ready: int
+    failed: int
+    chunks: int
+    disk_bytes: int
+
+    @property
+    def documents(self) -> int:
+        return self.queued + self.processing + self.ready + self.failed
+
+    @property
+    def queue_length(self) -> int:
+        return self.queued + self.processing
+
+
+def counters(collections: QuerySet[Collection]) -> Counters:
+    """Documents by status, chunks and disk used, over the given collections."""
+    by_status = {status: Count("pk", filter=Q(status=status)) for status in Document.Status.values}
+    totals = Document.objects.filter(collection__in=collections).aggregate(
+        **by_status, chunks=Sum("chunk_count"), disk_bytes=Sum("size")
+    )
+    return Counters(
+        queued=totals["queued"],
+        processing=totals["processing"],
+        ready=totals["ready"],
+        failed=totals["failed"],
+        chunks=totals["chunks"] or 0,
+        disk_bytes=totals["disk_bytes"] or 0,
+    )
+
+
+def _console_user(request: HttpRequest) -> QuerySet[Collection]:
+    """The collections the user manages; PermissionDenied for users who may use no console."""
+    managed = managed_collections(request.user)
+    if not (can_create_collections(request.user) or managed.exists()):
+        raise PermissionDenied("The console is for staff and collection managers.")
+    return managed
+
+
+def _managed_or_404(request: HttpRequest, pk: int) -> Collection:
+    return get_object_or_404(_console_user(request), pk=pk)
+
+
+def _managed_document_or_404(request: HttpRequest, pk: int) -> Document:
+    managed = _console_user(request)
+    return get_object_or_404(
+        Document.objects.select_related("collection"), pk=pk, collection__in=managed
+    )
+
+
+def _documents(collection: Collection | None) -> list[Document]:
+    if collection is None:
+        return []
+    return list(collection.documents.defer("sha256")[:DOCUMENT_ROWS])
+
+
+def _console_url(collection: Collection | None) -> str:
+    url = reverse("console:home")
+    return f"{url}?collection={collection.pk}" if collection else url
+
+
+@login_required
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    return _render_home(request, CollectionForm())
+
+
+def _render_home(request: HttpRequest, form: CollectionForm, status: int = 200) -> HttpResponse:
+    managed = _console_user(request)
+    collections = list(managed.annotate(document_count=Count("documents")))
+    current = None
+    wanted = request.GET.get("collection", "")
+    if wanted.isdigit():
+        current = next((c for c in collections if c.pk == int(wanted)), None)
+    if current is None and collections:
+        current = collections[0]
+    context = {
+        **frame_context(request, "console"),
+        "collections": collections,
+        "current": current,
+        "documents": _documents(current),
+        "counters": counters(managed),
+        "form": form if can_create_collections(request.user) else None,
+        "max_upload_mb": services.max_upload_bytes() // (1024 * 1024),
+    }
+    return render(request, "console/home.html", context, status=status)
+
+
+@login_required
+@require_POST
+def create_collection(request: HttpRequest) -> HttpResponse:
+    if not can_create_collections(request.user):
+        raise PermissionDenied("Only staff create collections.")
+    form = CollectionForm(request.POST)
+    if not form.is_valid():
+        return _render_home(request, form, status=400)
+    collection = form.save(commit=False)
+    collection.created_by = request.user
+    collection.save()
+    form.save_m2m()
+    audit.record(
+        "collection_created",
+        user=request.user,
+        via="web",
+        detail={"collection_id": collection.pk, "name": collection.name},
+        request=request,
+    )
+    flash.success(request, f"Collection “{collection.name}” created. Add documents below.")
+    return redirect(_console_url(collection))
+
+
+def _document_json(document: Document) -> dict:
+    return {
+        "id": document.pk,
+        "name": document.original_name,
+        "status": document.status,
+        "status_label": document.get_status_display(),
+        "error": document.error,
+        "page_count": document.page_count,
+        "chunk_count": document.chunk_count,
+    }
+
+
+@login_required
+@require_POST
+def upload(request: HttpRequest, pk: int) -> HttpResponse:
+    """One request per file from the console's script (JSON answer); without script, a form
+    with many files (back to the console with a message per file)."""
+    collection = _managed_or_404(request, pk)
+    files = request.FILES.getlist("file") or request.FILES.getlist("files")
+    if not files:
+        return JsonResponse({"error": "No file was sent.", "code": "empty"}, status=400)
+    results = []
+    for uploaded in files:
+        try:
+            result = services.register_upload(
+                collection, uploaded, uploaded.name, request.user, size_hint=uploaded.size
+            )
+        except services.UploadRejected as exc:
+            results.append({"name": uploaded.name, "error": str(exc), "code": exc.code})
+            continue
+        audit.record(
+            "upload",
+            user=request.user,
+            via="web",
+            document_ids=[result.document.pk],
+            detail={
+                "name": result.document.original_name,
+                "collection_id": collection.pk,
+                "duplicate": not result.created,
+            },
+            request=request,
+        )
+        results.append({"created": result.created, "document": _document_json(result.document)})
+    if "application/json" in request.headers.get("Accept", ""):
+        if len(results) == 1:
+            return JsonResponse(results[0], status=400 if "error" in results[0] else 201)
+        return JsonResponse({"results": results})
+    for item in results:
+        if "error" in item:
+            flash.error(request, item["error"])
+        elif not item["created"]:
+            flash.info(request, f"{item['document']['name']} was already in this collection.")
+        else:
+            flash.success(request, f"{item['document']['name']} uploaded and queued.")
+    return redirect(_console_url(collection))
+
+
+@login_required
+@require_GET
+def status(request: HttpRequest) -> JsonResponse:
+    """What the console polls: the counters and the collection's document rows, as HTML
+    fragments, plus each document's status for the upload list."""
+    managed = _console_user(request)
+    current = None
+    wanted = request.GET.get("collection", "")
+    if wanted.isdigit():
+        current = managed.filter(pk=int(wanted)).first()
+    documents = _documents(current)
+    collections = managed.annotate(document_count=Count("documents"))
+    return JsonResponse(
+        {
+            "collections_html": render_to_string(
+                "console/_collections.html", {"collections": collections, "current": current}
+            ),
+            "counters_html": render_to_string(
+                "console/_counters.html", {"counters": counters(managed)}, request
+            ),
+            "documents_html": render_to_string(
+                "console/_documents.html", {"documents": documents, "current": current}, request
+            ),
+            "documents": {str(d.pk): _document_json(d) for d in documents},
+        }
+    )
+
+
+@login_required
+@require_POST
+def retry(request: HttpRequest, pk: int) -> HttpResponse:
+    document = _managed_document_or_404(request, pk)
+    services.reingest([document])
+    audit.record(
+        "reingest", user=request.user, via="web", document_ids=[document.pk], request=request
+    )
+    flash.success(request, f"{document.original_name} queued again.")
+    return redirect(_console_url(document.collection))
+
+
+@login_required
+@require_POST
+def reindex(request: HttpRequest, pk: int) -> HttpResponse:
+    collection = _managed_or_404(request, pk)
+    count = services.reindex_collection(collection)
+    audit.record(
+        "reingest",
+        user=request.user,
+        via="web",
+        detail={"collection_id": collection.pk, "documents": count},
+        request=request,
+    )
+    flash.success(request, f"Queued {count} document{'s' if count != 1 else ''} for re-indexing.")
+    return redirect(_console_url(collection))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET: say what deleting removes; POST: remove it."""
+    document = _managed_document_or_404(request, pk)
+    if request.method == "POST":
+        name, collection, document_id = document.original_name, document.collection, document.pk
+        services.delete_document(document)
+        audit.record(
+            "delete",
+            user=request.user,
+            via="web",
+            document_ids=[document_id],
+            detail={"name": name, "collection_id": collection.pk},
+            request=request,
+        )
+        flash.success(request, f"{name} deleted.")
+        return redirect(_console_url(collection))
+    context = {
+        **frame_context(request, "console"),
+        "document": document,
+        "citing_answers": Citation.objects.filter(document=document)
+        .values("message_id")
+        .distinct()
+        .count(),
+        "back_url": _console_url(document.collection),
+    }
+    return render(request, "console/delete.html", context)
