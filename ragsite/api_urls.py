@@ -1,3 +1,55 @@
-"""The REST API under /api/v1/ (issue #5)."""
+"""The REST API under /api/v1/ (issue #5): documents, collections, search, answers,
+conversations, API keys, the OpenAI-compatible endpoint, the schema and its docs page (Swagger UI
+from drf-spectacular-sidecar's static files: Redoc's template pulls Google Fonts, so it is left out)."""
 
-urlpatterns: list = []
+from django.http import HttpRequest, JsonResponse
+from django.urls import path, re_path
+from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from ingestion import api as ingestion_api
+from ragsite.api_errors import error_body
+from retrieval.api import openai, views
+
+
+@csrf_exempt  # answers 404 to every method; nothing to protect
+def not_found(request: HttpRequest, unmatched: str = "") -> JsonResponse:
+    """Unknown API paths (or ids that are not numbers) answer in the API's error shape too."""
+    return JsonResponse(error_body("not_found", "No such API endpoint."), status=404)
+
+
+urlpatterns = [
+    path("collections/", ingestion_api.CollectionListView.as_view(), name="api-collections"),
+    path(
+        "collections/<int:pk>/",
+        ingestion_api.CollectionDetailView.as_view(),
+        name="api-collection",
+    ),
+    path("documents/", ingestion_api.DocumentListView.as_view(), name="api-documents"),
+    path("documents/<int:pk>/", ingestion_api.DocumentDetailView.as_view(), name="api-document"),
+    path(
+        "documents/<int:pk>/retry/",
+        ingestion_api.DocumentRetryView.as_view(),
+        name="api-document-retry",
+    ),
+    path("search", views.SearchView.as_view(), name="api-search"),
+    path("ask", views.AskView.as_view(), name="api-ask"),
+    path("conversations/", views.ConversationListView.as_view(), name="api-conversations"),
+    path(
+        "conversations/<int:pk>/",
+        views.ConversationDetailView.as_view(),
+        name="api-conversation",
+    ),
+    path("keys/", views.ApiKeyListView.as_view(), name="api-keys"),
+    path("keys/<int:pk>/", views.ApiKeyDetailView.as_view(), name="api-key"),
+    path("openai/models", openai.ModelListView.as_view(), name="api-openai-models"),
+    path("openai/models/<str:model>", openai.ModelDetailView.as_view(), name="api-openai-model"),
+    path(
+        "openai/chat/completions",
+        openai.ChatCompletionView.as_view(),
+        name="api-openai-chat-completions",
+    ),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    re_path(r"^(?P<unmatched>.*)$", not_found),
+]

@@ -1,0 +1,238 @@
+"""An OpenAI-compatible chat completions endpoint, so tools built on the openai SDK get grounded
+answers by pointing base_url at /api/v1/openai. Translation only: answers come from answering.
+
+Extensions to OpenAI's shapes: `citations`, `conversation_id` and `outcome` at the top level of a
+completion (and of the last stream chunk); `conversation` and `collection` accepted in requests.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+
+from django.contrib.auth.models import User
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions
+from rest_framework.parsers import JSONParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from retrieval import services
+from retrieval.answering import AnswerEvent
+from retrieval.api.common import ApiRateThrottle, AskRateThrottle
+from retrieval.api.views import (
+    citation_dicts,
+    collect,
+    event_stream_response,
+    failure_for,
+    first_events,
+    own_conversation_or_400,
+    readable_collection_or_400,
+    sse_event_schema,
+    start_answer,
+)
+from retrieval.models import Conversation, Message
+from retrieval.serializers import (
+    ChatCompletionRequestSerializer,
+    ChatCompletionSerializer,
+    ModelListSerializer,
+    ModelSerializer,
+)
+
+MODEL_ID = "ragsite"
+MODEL_CREATED = 1767225600  # 2026-01-01: a fixed date, as OpenAI's own model list gives
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+class ModelNotFound(exceptions.NotFound):
+    default_code = "model_not_found"
+
+
+class OpenAIView(APIView):
+    """Errors carry OpenAI's `error.type` too, which the openai SDK reads."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response = super().handle_exception(exc)
+        if isinstance(getattr(response, "data", None), dict) and "error" in response.data:
+            response.data["error"]["type"] = _ERROR_TYPES.get(response.status_code, "api_error")
+        return response
+
+
+def model_dict() -> dict:
+    return {"id": MODEL_ID, "object": "model", "created": MODEL_CREATED, "owned_by": "ragsite"}
+
+
+@extend_schema(tags=["openai"])
+class ModelListView(OpenAIView):
+    """The one model this server offers: answers grounded in the documents you may read."""
+
+    @extend_schema(responses={200: ModelListSerializer}, operation_id="openai_models_list")
+    def get(self, request: Request) -> Response:
+        return Response({"object": "list", "data": [model_dict()]})
+
+
+@extend_schema(tags=["openai"])
+class ModelDetailView(OpenAIView):
+    @extend_schema(responses={200: ModelSerializer}, operation_id="openai_models_retrieve")
+    def get(self, request: Request, model: str) -> Response:
+        if model != MODEL_ID:
+            raise ModelNotFound(f"The model '{model}' does not exist; use '{MODEL_ID}'.")
+        return Response(model_dict())
+
+
+def conversation_from_history(
+    user: User, history: list[dict], collection_id: int | None
+) -> Conversation | None:
+    """A fresh conversation holding the earlier turns the client sent, so follow-up questions
+    are understood in context. System and tool messages are dropped: the server's own
+    grounding instructions are the only ones the model gets."""
+    turns = [
+        (m["role"], (m.get("content") or "").strip())
+        for m in history
+        if m["role"] in {"user", "assistant"} and (m.get("content") or "").strip()
+    ]
+    if not turns:
+        return None
+    first_question = next((text for role, text in turns if role == "user"), turns[0][1])
+    conversation = services.create_conversation(user, first_question, collection_id)
+    Message.objects.bulk_create(
+        Message(
+            conversation=conversation,
+            role=role,
+            content=text,
+            outcome=Message.Outcome.ANSWERED if role == "assistant" else "",
+        )
+        for role, text in turns
+    )
+    return conversation
+
+
+def _chunk(base: dict, delta: dict, finish_reason: str | None = None, **extra) -> bytes:
+    chunk = {
+        **base,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        **extra,
+    }
+    return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode()
+
+
+def completion_chunks(
+    base: dict, head: list[AnswerEvent], rest: Iterator[AnswerEvent]
+) -> Iterator[bytes]:
+    """OpenAI's stream: a role chunk, content chunks, a stop chunk (with our citations), [DONE]."""
+    conversation_id = None
+    citations: list[dict] = []
+    try:
+        yield _chunk(base, {"role": "assistant", "content": ""})
+        for events in (head, rest):
+            for event in events:
+                if event.kind == "meta":
+                    conversation_id = event.conversation_id
+                elif event.kind == "token" and event.text:
+                    yield _chunk(base, {"content": event.text})
+                elif event.kind == "citations":
+                    citations = citation_dicts(event.citations)
+                elif event.kind == "done":
+                    yield _chunk(
+                        base,
+                        {},
+                        "stop",
+                        citations=citations,
+                        conversation_id=conversation_id,
+                        outcome=event.outcome,
+                    )
+                elif event.kind == "error":
+                    error = failure_for(event)
+                    body = {
+                        "error": {
+                            "message": event.text,
+                            "type": "api_error",
+                            "code": error.default_code,
+                        }
+                    }
+                    yield f"data: {json.dumps(body)}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+    finally:
+        close = getattr(rest, "close", None)
+        if close is not None:
+            close()
+
+
+@extend_schema(tags=["openai"])
+class ChatCompletionView(OpenAIView):
+    """OpenAI's POST /chat/completions: the last user message is the question, earlier user and
+    assistant messages are the conversation so far (or send `conversation` to continue a stored
+    one). Each request without `conversation` starts a new conversation, listed under yours."""
+
+    throttle_classes = [ApiRateThrottle, AskRateThrottle]
+    parser_classes = [JSONParser]
+
+    @extend_schema(
+        request=ChatCompletionRequestSerializer,
+        responses={
+            (200, "application/json"): ChatCompletionSerializer,
+            (200, "text/event-stream"): OpenApiResponse(
+                sse_event_schema(["message"]),
+                description="With stream=true: `data: {chat.completion.chunk}` lines — the "
+                "role first, then content pieces, then finish_reason stop with `citations` — "
+                "and `data: [DONE]`.",
+            ),
+        },
+        extensions={"x-extra-errors": ["503"]},
+        operation_id="openai_chat_completions_create",
+    )
+    def post(self, request: Request) -> Response | StreamingHttpResponse:
+        incoming = ChatCompletionRequestSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        data = incoming.validated_data
+        if data["model"] != MODEL_ID:
+            raise ModelNotFound(f"The model '{data['model']}' does not exist; use '{MODEL_ID}'.")
+        collection_id = readable_collection_or_400(request.user, data.get("collection"))
+        if data.get("conversation") is not None:
+            conversation = own_conversation_or_400(request.user, data["conversation"])
+        else:
+            conversation = conversation_from_history(
+                request.user, data["messages"][:-1], collection_id
+            )
+        question = data["messages"][-1]["content"]
+        events = start_answer(request.user, question, conversation, collection_id)
+        head, rest = first_events(events)
+        base = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": MODEL_ID,
+            "system_fingerprint": None,
+        }
+        if data["stream"]:
+            return event_stream_response(completion_chunks(base, head, rest))
+        result = collect(head, rest)
+        return Response(
+            {
+                **base,
+                "object": "chat.completion",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": result["answer"]},
+                        "logprobs": None,
+                        "finish_reason": "stop",
+                    }
+                ],
+                "citations": citation_dicts(result["citations"]),
+                "conversation_id": result["conversation"],
+                "outcome": result["outcome"],
+            }
+        )

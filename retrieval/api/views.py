@@ -1,0 +1,311 @@
+"""REST endpoints for search, answers (JSON or server-sent events), conversations and API keys.
+
+Each view validates its input, calls a retrieval service or selector, and renders the result.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db.models import QuerySet
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions, generics, status
+from rest_framework.parsers import JSONParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ingestion import permissions
+from ragsite.api_errors import AnswerFailed, ModelUnavailable
+from retrieval import answering, apikeys, audit, selectors, services
+from retrieval.answering import AnswerEvent, CitationView
+from retrieval.api.common import ApiRateThrottle, AskRateThrottle
+from retrieval.models import ApiKey, AuditEvent, Conversation, Message
+from retrieval.search import search
+from retrieval.serializers import (
+    AnswerSerializer,
+    ApiKeyCreateSerializer,
+    ApiKeySerializer,
+    AskRequestSerializer,
+    CitationSerializer,
+    ConversationDetailSerializer,
+    ConversationSerializer,
+    NewApiKeySerializer,
+    PassageSerializer,
+    SearchRequestSerializer,
+    SearchResultSerializer,
+)
+
+
+def readable_collection_or_400(user: User, collection_id: int | None) -> int | None:
+    """A collection id from a request body, checked readable. Unknown and unreadable ids get the
+    same answer, so the API never confirms that someone else's collection exists."""
+    if collection_id is None:
+        return None
+    if not permissions.readable_collections(user).filter(pk=collection_id).exists():
+        raise exceptions.ValidationError({"collection": ["No such collection."]})
+    return collection_id
+
+
+def own_conversation_or_400(user: User, conversation_id: int | None) -> Conversation | None:
+    if conversation_id is None:
+        return None
+    conversation = selectors.get_conversation(user, conversation_id)
+    if conversation is None:
+        raise exceptions.ValidationError({"conversation": ["No such conversation."]})
+    return conversation
+
+
+def start_answer(
+    user: User,
+    question: str,
+    conversation: Conversation | None,
+    collection_id: int | None,
+    via: str = "api",
+) -> Iterator[AnswerEvent]:
+    """answering.stream_answer with its boundary errors (empty question, someone else's
+    conversation) turned into API errors."""
+    try:
+        return answering.stream_answer(
+            user, question, conversation=conversation, collection_id=collection_id, via=via
+        )
+    except ValueError as exc:
+        raise exceptions.ValidationError({"question": [str(exc)]}) from None
+    except DjangoPermissionDenied:
+        raise exceptions.ValidationError({"conversation": ["No such conversation."]}) from None
+
+
+def first_events(events: Iterator[AnswerEvent]) -> tuple[list[AnswerEvent], Iterator[AnswerEvent]]:
+    """Run the answer up to its first event after `meta`, so a model that is down is reported
+    with a real status code (503) before any bytes of a stream are sent."""
+    head: list[AnswerEvent] = []
+    for event in events:
+        head.append(event)
+        if event.kind != "meta":
+            break
+    error = next((e for e in head if e.kind == "error"), None)
+    if error is not None:
+        _close(events)
+        raise failure_for(error)
+    return head, events
+
+
+def failure_for(event: AnswerEvent) -> exceptions.APIException:
+    if event.outcome == Message.Outcome.MODEL_UNAVAILABLE:
+        return ModelUnavailable(event.text or None)
+    return AnswerFailed(event.text or None)
+
+
+def _close(events: Iterator) -> None:
+    close = getattr(events, "close", None)
+    if close is not None:
+        close()
+
+
+def citation_dicts(citations: list[CitationView]) -> list[dict]:
+    return CitationSerializer(citations, many=True).data
+
+
+@extend_schema(tags=["search"])
+class SearchView(APIView):
+    """The passages best matching a query, among documents you may read."""
+
+    parser_classes = [JSONParser]
+
+    @extend_schema(request=SearchRequestSerializer, responses={200: SearchResultSerializer})
+    def post(self, request: Request) -> Response:
+        incoming = SearchRequestSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        data = incoming.validated_data
+        collection_id = readable_collection_or_400(request.user, data.get("collection"))
+        passages = search(
+            request.user,
+            data["query"],
+            limit=data.get("limit"),
+            collection_ids=[collection_id] if collection_id is not None else None,
+        )
+        audit.record(
+            AuditEvent.Action.SEARCH,
+            user=request.user,
+            via="api",
+            question=data["query"],
+            document_ids=[p.document_id for p in passages],
+            request=request._request,
+        )
+        return Response({"results": PassageSerializer(passages, many=True).data})
+
+
+def sse_event_schema(events: list[str]) -> dict:
+    """One server-sent event as the schema describes it (OpenAPI 3.0: the schema of a
+    text/event-stream response is that of each event); `data` is a JSON document."""
+    return {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"type": "string", "enum": events},
+            "data": {"type": "string", "description": "A JSON document."},
+        },
+    }
+
+
+def sse(event: str, data: dict) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+def answer_sse(head: list[AnswerEvent], rest: Iterator[AnswerEvent]) -> Iterator[bytes]:
+    """AnswerEvents as server-sent events: meta, token…, citations, done (or error)."""
+    try:
+        for events in (head, rest):
+            for event in events:
+                if event.kind == "meta":
+                    yield sse(
+                        "meta",
+                        {"conversation": event.conversation_id, "message": event.message_id},
+                    )
+                elif event.kind == "token":
+                    yield sse("token", {"text": event.text})
+                elif event.kind == "citations":
+                    yield sse("citations", {"citations": citation_dicts(event.citations)})
+                elif event.kind == "done":
+                    yield sse("done", {"outcome": event.outcome})
+                elif event.kind == "error":
+                    error = failure_for(event)
+                    yield sse("error", {"code": error.default_code, "message": event.text})
+    finally:
+        _close(rest)  # the client went away: let the answer save what it has
+
+
+def event_stream_response(chunks: Iterator[bytes]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(chunks, content_type="text/event-stream; charset=utf-8")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass events through as they come
+    return response
+
+
+@extend_schema(tags=["answers"])
+class AskView(APIView):
+    """A grounded answer with citations; `stream: true` answers as server-sent events."""
+
+    parser_classes = [JSONParser]
+
+    throttle_classes = [ApiRateThrottle, AskRateThrottle]
+
+    @extend_schema(
+        request=AskRequestSerializer,
+        responses={
+            (200, "application/json"): AnswerSerializer,
+            (200, "text/event-stream"): OpenApiResponse(
+                sse_event_schema(["meta", "token", "citations", "done", "error"]),
+                description="With stream=true: `event: meta` {conversation, message}, then "
+                "`event: token` {text} pieces, `event: citations` {citations}, `event: done` "
+                "{outcome}; or `event: error` {code, message} if the model fails mid-answer.",
+            ),
+        },
+        extensions={"x-extra-errors": ["503"]},
+    )
+    def post(self, request: Request) -> Response | StreamingHttpResponse:
+        incoming = AskRequestSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        data = incoming.validated_data
+        collection_id = readable_collection_or_400(request.user, data.get("collection"))
+        conversation = own_conversation_or_400(request.user, data.get("conversation"))
+        events = start_answer(request.user, data["question"], conversation, collection_id)
+        head, rest = first_events(events)
+        if data["stream"]:
+            return event_stream_response(answer_sse(head, rest))
+        result = collect(head, rest)
+        return Response(AnswerSerializer(result).data)
+
+
+def collect(head: list[AnswerEvent], rest: Iterator[AnswerEvent]) -> dict:
+    """The whole answer, as the JSON response carries it."""
+    body = {"answer": "", "citations": [], "conversation": 0, "message": 0, "outcome": ""}
+    pieces: list[str] = []
+    for events in (head, rest):
+        for event in events:
+            if event.kind == "meta":
+                body["conversation"], body["message"] = event.conversation_id, event.message_id
+            elif event.kind == "token":
+                pieces.append(event.text)
+            elif event.kind == "citations":
+                body["citations"] = event.citations
+            elif event.kind == "done":
+                body["outcome"] = event.outcome
+            elif event.kind == "error":
+                raise failure_for(event)
+    body["answer"] = "".join(pieces)
+    return body
+
+
+@extend_schema(tags=["conversations"])
+class ConversationListView(generics.ListAPIView):
+    """Your conversations, most recently active first."""
+
+    serializer_class = ConversationSerializer
+
+    def get_queryset(self) -> QuerySet[Conversation]:
+        return selectors.conversations_for(self.request.user)
+
+
+@extend_schema(tags=["conversations"])
+class ConversationDetailView(APIView):
+    """One of your conversations with its messages; citations of documents you can no longer
+    read come back with document_id null and empty text."""
+
+    def _get(self, request: Request, pk: int) -> Conversation:
+        conversation = selectors.get_conversation(request.user, pk)
+        if conversation is None:
+            raise exceptions.NotFound("No such conversation.")
+        return conversation
+
+    @extend_schema(responses={200: ConversationDetailSerializer})
+    def get(self, request: Request, pk: int) -> Response:
+        conversation = self._get(request, pk)
+        messages = selectors.messages_with_citations(request.user, conversation)
+        return Response(
+            ConversationDetailSerializer(conversation, context={"messages": messages}).data
+        )
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, pk: int) -> Response:
+        services.delete_conversation(request.user, self._get(request, pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@extend_schema(tags=["api keys"])
+class ApiKeyListView(generics.ListCreateAPIView):
+    """Your API keys (GET); create one (POST: the key is in the response, shown only then)."""
+
+    parser_classes = [JSONParser]
+
+    serializer_class = ApiKeySerializer
+
+    def get_queryset(self) -> QuerySet[ApiKey]:
+        return apikeys.keys_for(self.request.user)
+
+    @extend_schema(request=ApiKeyCreateSerializer, responses={201: NewApiKeySerializer})
+    def post(self, request: Request) -> Response:
+        incoming = ApiKeyCreateSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        key, plaintext = apikeys.create_key(
+            request.user, incoming.validated_data["name"], request=request._request
+        )
+        key.key = plaintext
+        return Response(NewApiKeySerializer(key).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(tags=["api keys"])
+class ApiKeyDetailView(generics.RetrieveDestroyAPIView):
+    """One of your keys (GET); revoke it (DELETE: it stops working at once, the row is kept)."""
+
+    serializer_class = ApiKeySerializer
+
+    def get_queryset(self) -> QuerySet[ApiKey]:
+        return apikeys.keys_for(self.request.user)
+
+    def perform_destroy(self, key: ApiKey) -> None:
+        apikeys.revoke_key(key, revoked_by=self.request.user, request=self.request._request)
