@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import io
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html, messages
+from django.utils.html import format_html
 
 from retrieval import apikeys, audit
 from retrieval.models import ApiKey, AuditEvent, Citation, Conversation, Message
