@@ -6,7 +6,6 @@ Every query starts from ingestion.permissions, so objects a caller may not read 
 from __future__ import annotations
 
 from django.contrib.auth.models import User
-from django.db import transaction
 from django.db.models import Count, QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, generics, status
@@ -44,24 +43,6 @@ def _managed_ids(user: User) -> set[int]:
     return set(permissions.managed_collections(user).values_list("pk", flat=True))
 
 
-def create_collection(user: User, name: str, description: str, visibility: str) -> Collection:
-    """A new collection; its creator manages it. Only staff may create collections."""
-    if not permissions.can_create_collections(user):
-        raise exceptions.PermissionDenied("Only administrators may create collections.")
-    with transaction.atomic():
-        collection = Collection.objects.create(
-            name=name, description=description, visibility=visibility, created_by=user
-        )
-        collection.managers.add(user)
-        audit.record(
-            AuditEvent.Action.COLLECTION_CREATED,
-            user=user,
-            via="api",
-            detail={"collection_id": collection.pk, "name": name},
-        )
-    return collection
-
-
 @extend_schema(tags=["collections"])
 class CollectionListView(generics.ListCreateAPIView):
     """Collections you may read (GET); create one (POST, administrators only)."""
@@ -85,11 +66,13 @@ class CollectionListView(generics.ListCreateAPIView):
             raise exceptions.PermissionDenied("Only administrators may create collections.")
         incoming = CollectionCreateSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
-        collection = create_collection(
+        collection = services.create_collection(
             request.user,
             incoming.validated_data["name"],
-            incoming.validated_data.get("description", ""),
-            incoming.validated_data.get("visibility", Collection.Visibility.RESTRICTED),
+            description=incoming.validated_data.get("description", ""),
+            visibility=incoming.validated_data.get("visibility", Collection.Visibility.RESTRICTED),
+            via="api",
+            request=request,
         )
         collection = _readable_collections(request.user).get(pk=collection.pk)
         return Response(self.get_serializer(collection).data, status=status.HTTP_201_CREATED)

@@ -20,11 +20,13 @@ from typing import IO
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
 from django.core.files import File
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from ingestion import permissions
 from ingestion.models import Collection, Document
 from ingestion.parsing import SUPPORTED_TYPES, detect_content_type
 
@@ -154,6 +156,37 @@ def _enqueue_after_commit(document_id: int) -> None:
     from ingestion.tasks import ingest_document
 
     transaction.on_commit(lambda: ingest_document.delay(document_id))
+
+
+def create_collection(
+    user: User,
+    name: str,
+    *,
+    description: str = "",
+    visibility: str = Collection.Visibility.RESTRICTED,
+    reader_groups: Iterable = (),
+    via: str = "",
+    request=None,
+) -> Collection:
+    """A new collection, managed by its creator. Only staff may create collections."""
+    from retrieval import audit  # retrieval keeps the audit log
+
+    if not permissions.can_create_collections(user):
+        raise PermissionDenied("Only administrators may create collections.")
+    with transaction.atomic():
+        collection = Collection.objects.create(
+            name=name, description=description, visibility=visibility, created_by=user
+        )
+        collection.reader_groups.set(reader_groups)
+        collection.managers.add(user)
+        audit.record(
+            "collection_created",
+            user=user,
+            via=via,
+            detail={"collection_id": collection.pk, "name": name},
+            request=request,
+        )
+    return collection
 
 
 def reingest(documents: Iterable[Document]) -> int:

@@ -128,15 +128,13 @@ def create_collection(request: HttpRequest) -> HttpResponse:
     form = CollectionForm(request.POST)
     if not form.is_valid():
         return _render_home(request, form, status=400)
-    collection = form.save(commit=False)
-    collection.created_by = request.user
-    collection.save()
-    form.save_m2m()
-    audit.record(
-        "collection_created",
-        user=request.user,
+    collection = services.create_collection(
+        request.user,
+        form.cleaned_data["name"],
+        description=form.cleaned_data["description"],
+        visibility=form.cleaned_data["visibility"],
+        reader_groups=form.cleaned_data["reader_groups"],
         via="web",
-        detail={"collection_id": collection.pk, "name": collection.name},
         request=request,
     )
     flash.success(request, f"Collection “{collection.name}” created. Add documents below.")
