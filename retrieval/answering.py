@@ -218,7 +218,7 @@ class MarkerFilter:
         return "".join(f"[{n}]" for n in kept)
 
 
-def _citation_view(citation: Citation) -> CitationView:
+def citation_view(citation: Citation) -> CitationView:
     return CitationView(
         number=citation.number,
         document_id=citation.document_id,
@@ -327,7 +327,7 @@ def _stream(
             outcome = Message.Outcome.ANSWERED
             if generator_name == llm.ExtractiveGenerator.name and not rows:
                 outcome = Message.Outcome.NO_ANSWER
-            yield AnswerEvent("citations", citations=[_citation_view(row) for row in rows])
+            yield AnswerEvent("citations", citations=[citation_view(row) for row in rows])
     except (llm.LLMError, llm.LLMConfigurationError) as exc:
         logger.warning(
             "answer %s: model unavailable: %s", reply.pk, getattr(exc, "detail", "") or exc

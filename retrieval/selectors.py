@@ -12,7 +12,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 
 from ingestion.permissions import readable_documents
-from retrieval.answering import CitationView
+from retrieval.answering import CitationView, citation_view
 from retrieval.models import Citation, Conversation, Message
 
 
@@ -53,15 +53,7 @@ def _unavailable(citation: Citation) -> CitationView:
 def _view(citation: Citation, readable: set[int]) -> CitationView:
     if citation.document_id is None or citation.document_id not in readable:
         return _unavailable(citation)
-    return CitationView(
-        number=citation.number,
-        document_id=citation.document_id,
-        chunk_id=citation.chunk_id,
-        document_title=citation.document_title,
-        page=citation.page,
-        heading=citation.heading,
-        snippet=citation.snippet,
-    )
+    return citation_view(citation)
 
 
 def _readable_among(user: User | AnonymousUser, document_ids: set[int]) -> set[int]:

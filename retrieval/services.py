@@ -41,6 +41,22 @@ def create_conversation(
     )
 
 
+def add_history(user: User, conversation: Conversation, turns: list[tuple[str, str]]) -> None:
+    """Store earlier (role, text) turns a client sent along (the OpenAI-compatible endpoint), so
+    follow-up questions are understood in their context."""
+    _require_owner(user, conversation)
+    Message.objects.bulk_create(
+        Message(
+            conversation=conversation,
+            role=role,
+            content=text,
+            outcome=Message.Outcome.ANSWERED if role == Message.Role.ASSISTANT else "",
+        )
+        for role, text in turns
+        if role in {Message.Role.USER, Message.Role.ASSISTANT}
+    )
+
+
 def rename_conversation(user: User, conversation: Conversation, title: str) -> Conversation:
     _require_owner(user, conversation)
     title = " ".join(title.split())[:200]

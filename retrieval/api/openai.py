@@ -35,7 +35,7 @@ from retrieval.api.views import (
     sse_event_schema,
     start_answer,
 )
-from retrieval.models import Conversation, Message
+from retrieval.models import Conversation
 from retrieval.serializers import (
     ChatCompletionRequestSerializer,
     ChatCompletionSerializer,
@@ -107,15 +107,7 @@ def conversation_from_history(
         return None
     first_question = next((text for role, text in turns if role == "user"), turns[0][1])
     conversation = services.create_conversation(user, first_question, collection_id)
-    Message.objects.bulk_create(
-        Message(
-            conversation=conversation,
-            role=role,
-            content=text,
-            outcome=Message.Outcome.ANSWERED if role == "assistant" else "",
-        )
-        for role, text in turns
-    )
+    services.add_history(user, conversation, turns)
     return conversation
 
 
