@@ -4,15 +4,30 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('retrieval', '0001_initial'),
+        ("retrieval", "0001_initial"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='auditevent',
-            name='action',
-            field=models.CharField(choices=[('ask', 'Asked a question'), ('search', 'Searched'), ('upload', 'Uploaded a document'), ('delete', 'Deleted a document'), ('download', 'Downloaded a document'), ('reingest', 'Re-ingested documents'), ('api_key_created', 'Created an API key'), ('api_key_revoked', 'Revoked an API key'), ('api_key_used', 'Used an API key'), ('collection_created', 'Created a collection'), ('audit_export', 'Exported the audit log')], db_index=True, max_length=30),
+            model_name="auditevent",
+            name="action",
+            field=models.CharField(
+                choices=[
+                    ("ask", "Asked a question"),
+                    ("search", "Searched"),
+                    ("upload", "Uploaded a document"),
+                    ("delete", "Deleted a document"),
+                    ("download", "Downloaded a document"),
+                    ("reingest", "Re-ingested documents"),
+                    ("api_key_created", "Created an API key"),
+                    ("api_key_revoked", "Revoked an API key"),
+                    ("api_key_used", "Used an API key"),
+                    ("collection_created", "Created a collection"),
+                    ("audit_export", "Exported the audit log"),
+                ],
+                db_index=True,
+                max_length=30,
+            ),
         ),
     ]
