@@ -275,10 +275,17 @@ def _parse_html(path: Path) -> ParsedDocument:
     from unstructured.partition.html import partition_html
 
     raw = path.read_bytes()
+    parser = lxml.html.HTMLParser()
     try:
-        tree = lxml.html.fromstring(raw)
+        tree = lxml.html.fromstring(raw, parser=parser)
     except (lxml.etree.ParserError, ValueError) as exc:
         raise ParseError("The HTML page has no content.") from exc
+    # libxml2 stops descending at 256 levels (and at 10 MB text runs) and silently drops the
+    # rest: refuse the page with the reason rather than index part of it.
+    limits = [e.message for e in parser.error_log if e.type_name == "ERR_RESOURCE_LIMIT"]
+    if limits:
+        what = "nested too deeply" if "depth" in limits[0].lower() else "too large in one piece"
+        raise ParseError(f"The HTML page is {what} to be read safely ({limits[0].strip()}).")
     page_title = _clean(tree.findtext(".//title") or "")
     for node in tree.xpath(_BOILERPLATE_XPATH):
         if node.getparent() is not None:
