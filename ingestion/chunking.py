@@ -34,7 +34,11 @@ class _Unit:
 
 def embedding_text(title: str, heading: str, text: str) -> str:
     """What the embedder sees: the passage with its document title and heading path in front."""
-    context = HEADING_SEPARATOR.join(part for part in (title, heading) if part)
+    parts = heading.split(HEADING_SEPARATOR) if heading else []
+    if title and parts and parts[0].strip().casefold() == title.strip().casefold():
+        # The title is usually the page's first heading too: say it once, keep tokens for text.
+        parts = parts[1:]
+    context = HEADING_SEPARATOR.join(part for part in (title, *parts) if part)
     return f"{context}\n{text}" if context else text
 
 

@@ -1,23 +1,36 @@
-"""Search step: hybrid retrieval (pgvector HNSW + Postgres full-text, fused by RRF) in one SQL
+"""Search step: hybrid retrieval (pgvector HNSW + BM25-style full-text, fused by RRF) in one SQL
 statement, restricted inside that statement to ready documents the caller may read.
 
-Returns plain Passage values, never querysets.
+Returns plain Passage values, never querysets. An optional cross-encoder (retrieval.rerank)
+reorders the fused candidates when one is configured.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import connection
 
 from ingestion import embedding
+from ingestion.chunking import embedding_text
 from ingestion.models import FTS_CONFIG
 from ingestion.permissions import readable_collection_ids
 
+MODES = ("hybrid", "vector", "fts")
+_NAME_SEPARATORS = re.compile(r"(?<=\w)[./](?=\w)")
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al.); damps the weight of top ranks
 CANDIDATES = 50  # how deep each method looks before fusion
+RERANK_DEPTH = 30  # fused candidates a configured cross-encoder reorders
+# ts_rank weights for labels D, C, B, A. Titles and headings (A) count like body text (B): they
+# repeat on every chunk of a page, and weighting them up let a page title outvote the passage.
+FTS_WEIGHTS = [0.1, 0.2, 0.4, 0.4]
+# Words in more than this share of the readable passages (and at least COMMON_MINIMUM of them)
+# only add to the score of passages found by rarer words: they would match nearly everything.
+COMMON_FRACTION = 0.05
+COMMON_MINIMUM = 50
 
 
 @dataclass(frozen=True)
@@ -34,44 +47,83 @@ class Passage:
     vector_rank: int | None = None  # 1-based rank in the vector results, None if absent
     fts_rank: int | None = None
     similarity: float | None = None  # cosine similarity of the chunk to the query
+    rerank_score: float | None = None  # the cross-encoder's score, when one reordered them
 
 
 # Only module constants are formatted into the SQL; every value is a bound parameter.
 _SQL = f"""
-WITH allowed AS (
-    SELECT d.id FROM ingestion_document d
-    WHERE d.status = 'ready' AND d.collection_id = ANY(%(collections)s)
-),
-vector_hits AS (
+-- Every method applies the permission filter itself, inside its own scan: only chunks of ready
+-- documents in the readable collections are ever ranked.
+WITH vector_hits AS (
     SELECT id, row_number() OVER (ORDER BY distance) AS rank, 1 - distance AS similarity
     FROM (
         SELECT c.id, c.embedding <=> %(embedding)s::vector AS distance
         FROM ingestion_chunk c
-        WHERE c.document_id IN (SELECT id FROM allowed)
+        JOIN ingestion_document d ON d.id = c.document_id
+        WHERE d.status = 'ready' AND d.collection_id = ANY(%(collections)s)
         ORDER BY c.embedding <=> %(embedding)s::vector
-        LIMIT %(candidates)s
+        LIMIT %(vector_candidates)s
     ) nearest
 ),
-query AS (
-    -- Any of the question's words may match (a question rarely has every word on one page);
-    -- ts_rank_cd then prefers chunks where more of them occur close together.
-    SELECT to_tsquery('{FTS_CONFIG}', coalesce(nullif(
-        array_to_string(tsvector_to_array(to_tsvector('{FTS_CONFIG}', %(text)s)), ' | '), ''), '')) AS q
+corpus AS (
+    SELECT greatest(sum(d.chunk_count), 1) AS chunks,
+           -- A word in more passages than this is "common" (cf. Lucene's cutoff_frequency).
+           greatest(ceil(sum(d.chunk_count) * %(common_fraction)s), %(common_minimum)s) AS common
+    FROM ingestion_document d
+    WHERE d.status = 'ready' AND d.collection_id = ANY(%(collections)s)
+),
+terms AS (
+    -- Each word of the question as its own one-word query: the lexeme quoted and escaped
+    -- (chr(92) is a backslash), never parsed again.
+    SELECT DISTINCT
+        ('''' || replace(replace(lexeme, chr(92), chr(92) || chr(92)), '''', '''''') || '''')
+        ::tsquery AS q
+    FROM unnest(tsvector_to_array(to_tsvector('{FTS_CONFIG}', %(text)s))) AS lexeme
+),
+weighted_terms AS (
+    -- Each word weighted by BM25's inverse document frequency over the passages the caller may
+    -- read: a word found everywhere ("use", "function") says little, a rare one ("deepcopy") a
+    -- lot. Counting stops at the common threshold: a frequent word costs no more rows than that.
+    SELECT t.q, df.n >= corpus.common AS common,
+           ln(1 + (corpus.chunks - df.n + 0.5) / (df.n + 0.5)) AS idf
+    FROM terms t
+    CROSS JOIN corpus
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS n FROM (
+            SELECT 1 FROM ingestion_chunk c
+            JOIN ingestion_document d ON d.id = c.document_id
+            WHERE c.search_vector @@ t.q
+              AND d.status = 'ready' AND d.collection_id = ANY(%(collections)s)
+            LIMIT corpus.common
+        ) found
+    ) df
+    WHERE df.n > 0
 ),
 text_hits AS (
     SELECT id, row_number() OVER (ORDER BY score DESC, id) AS rank
     FROM (
-        SELECT c.id, ts_rank_cd(c.search_vector, query.q, 1) AS score
-        FROM ingestion_chunk c, query
-        WHERE c.search_vector @@ query.q AND c.document_id IN (SELECT id FROM allowed)
-        ORDER BY score DESC
-        LIMIT %(candidates)s
+        -- Passages with any uncommon word of the question (all of its words, when every one is
+        -- common); ts_rank gives each word a saturating term-frequency weight, scaled by idf.
+        SELECT c.id, (
+            SELECT sum(w.idf * ts_rank(%(fts_weights)s::float4[], c.search_vector, w.q))
+            FROM weighted_terms w
+        ) AS score
+        FROM ingestion_chunk c
+        JOIN ingestion_document d ON d.id = c.document_id
+        WHERE c.search_vector @@ (
+            SELECT coalesce(
+                (SELECT string_agg(q::text, ' | ') FROM weighted_terms WHERE NOT common),
+                (SELECT string_agg(q::text, ' & ') FROM weighted_terms)
+            )::tsquery
+        ) AND d.status = 'ready' AND d.collection_id = ANY(%(collections)s)
+        ORDER BY score DESC, c.id
+        LIMIT %(text_candidates)s
     ) matched
 ),
 fused AS (
     SELECT coalesce(v.id, t.id) AS id, v.rank AS vector_rank, t.rank AS fts_rank, v.similarity,
-           %(vector_weight)s * coalesce(1.0 / ({RRF_K} + v.rank), 0)
-           + %(fts_weight)s * coalesce(1.0 / ({RRF_K} + t.rank), 0) AS score
+           %(vector_weight)s * coalesce(1.0 / (%(rrf_k)s + v.rank), 0)
+           + %(fts_weight)s * coalesce(1.0 / (%(rrf_k)s + t.rank), 0) AS score
     FROM vector_hits v FULL OUTER JOIN text_hits t ON v.id = t.id
 )
 SELECT c.id, c.document_id, d.collection_id, d.title, c.text, c.heading, c.page_start, c.page_end,
@@ -83,6 +135,13 @@ JOIN ingestion_document d ON d.id = c.document_id
 ORDER BY f.score DESC, f.id
 LIMIT %(limit)s
 """  # noqa: S608
+
+
+def full_text_query(question: str) -> str:
+    """The question as full-text search reads it: dotted and slashed names (os.path.realpath,
+    Lib/copy.py) are one token to PostgreSQL's parser, so their parts are added as words too."""
+    parts = _NAME_SEPARATORS.sub(" ", question)
+    return question if parts == question else f"{question} {parts}"
 
 
 def search(
@@ -99,34 +158,57 @@ def search(
     """
     allowed = readable_collection_ids(user)
     if collection_ids is not None:
-        allowed = [cid for cid in allowed if cid in set(collection_ids)]
+        wanted = set(collection_ids)
+        allowed = [cid for cid in allowed if cid in wanted]
     return search_collections(allowed, question, limit, mode)
+
+
+def _query_params(collection_ids: list[int], question: str, mode: str, limit: int) -> dict:
+    vector_weight = 0.0 if mode == "fts" else 1.0
+    fts_weight = 0.0 if mode == "vector" else 1.0
+    return {
+        "collections": list(collection_ids),
+        "embedding": embedding.embed_query(question).tolist(),
+        "text": full_text_query(question),
+        # A method left out of the mode is not run at all (LIMIT 0 reads nothing).
+        "vector_candidates": CANDIDATES if vector_weight else 0,
+        "text_candidates": CANDIDATES if fts_weight else 0,
+        "vector_weight": vector_weight,
+        "fts_weight": fts_weight,
+        "rrf_k": RRF_K,
+        "fts_weights": FTS_WEIGHTS,
+        "common_fraction": COMMON_FRACTION,
+        "common_minimum": COMMON_MINIMUM,
+        "limit": limit,
+    }
 
 
 def search_collections(
     collection_ids: list[int], question: str, limit: int | None = None, mode: str = "hybrid"
 ) -> list[Passage]:
     """Search exactly these collections. Callers outside this module go through `search`, which
-    derives the ids from the user's permissions; the eval command uses this directly."""
+    derives the ids from the user's permissions; evaluation and the debug command use this."""
+    from retrieval import rerank
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     question = question.strip()
     if not question or not collection_ids:
         return []
-    weights = {"hybrid": (1.0, 1.0), "vector": (1.0, 0.0), "fts": (0.0, 1.0)}[mode]
-    params = {
-        "collections": list(collection_ids),
-        "embedding": embedding.embed_query(question).tolist(),
-        "text": question,
-        "candidates": CANDIDATES,
-        "vector_weight": weights[0],
-        "fts_weight": weights[1],
-        "limit": limit or settings.RAG_SEARCH_TOP_K,
-    }
+    limit = limit or settings.RAG_SEARCH_TOP_K
+    reranker = rerank.get_reranker()
+    params = _query_params(
+        collection_ids, question, mode, max(limit, RERANK_DEPTH) if reranker else limit
+    )
     with connection.cursor() as cursor:
         cursor.execute(_SQL, params)
         rows = cursor.fetchall()
     passages = [Passage(*row[:8], float(row[8]), row[9], row[10], float(row[11])) for row in rows]
-    if mode == "vector":
-        passages = [p for p in passages if p.vector_rank is not None]
-    elif mode == "fts":
-        passages = [p for p in passages if p.fts_rank is not None]
-    return passages
+    if reranker is not None and passages:
+        # The cross-encoder sees what the embedder saw: title and heading path give context.
+        scores = reranker.score(
+            question, [embedding_text(p.document_title, p.heading, p.text) for p in passages]
+        )
+        reranked = sorted(zip(scores, passages, strict=True), key=lambda pair: -pair[0])
+        passages = [replace(p, rerank_score=float(s)) for s, p in reranked]
+    return passages[:limit]

@@ -58,3 +58,13 @@ def test_list_items_are_marked():
     chunks = chunk_document(parsed, words, max_tokens=50, overlap_tokens=0, model_max_tokens=256)
 
     assert chunks[0].text == "- first\n- second"
+
+
+def test_embedding_text_puts_title_and_heading_path_in_front_saying_the_title_once():
+    assert embedding_text("Guide", "Install > Linux", "Run it.") == (
+        "Guide > Install > Linux\nRun it."
+    )
+    # The page's first heading is usually its title: not repeated.
+    assert embedding_text("Guide", "Guide > Install", "Run it.") == "Guide > Install\nRun it."
+    assert embedding_text("Guide", "Guide", "Run it.") == "Guide\nRun it."
+    assert embedding_text("", "", "Run it.") == "Run it."
