@@ -59,7 +59,9 @@ def run(files: list[Path], label: str) -> dict:
             results.append(pipeline.ingest(document.pk))
         seconds = time.perf_counter() - started
         chunks = list(
-            Chunk.objects.filter(document__collection=collection).values_list("title", "heading", "text")
+            Chunk.objects.filter(document__collection=collection).values_list(
+                "title", "heading", "text"
+            )
         )
         texts = [embedding_text(*chunk) for chunk in chunks]
         encode_started = time.perf_counter()
@@ -104,7 +106,9 @@ def main() -> None:
     pages = sorted(CORPUS.glob("*.html"))
     if not pages:
         sys.exit(f"no corpus at {CORPUS}")
-    print(f"ingestion benchmark: {os.cpu_count()} CPUs, embedding model {embedding.settings.RAG_EMBEDDING_MODEL}")
+    print(
+        f"ingestion benchmark: {os.cpu_count()} CPUs, embedding model {embedding.settings.RAG_EMBEDDING_MODEL}"
+    )
     report(run(pages[: args.html], "html"))
     with tempfile.TemporaryDirectory() as folder:
         report(run(typeset_pdfs(pages[: args.pdf], Path(folder)), "pdf"))

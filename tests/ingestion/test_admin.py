@@ -37,20 +37,27 @@ def test_admin_uploads_many_files_at_once(admin_client_logged_in, collection):
     assert "Rejected: c.png: unsupported file type" in text
 
 
-def test_document_list_filters_by_status_and_collection(admin_client_logged_in, collection, tmp_path, ingest_file):
+def test_document_list_filters_by_status_and_collection(
+    admin_client_logged_in, collection, tmp_path, ingest_file
+):
     path = tmp_path / "n.md"
     path.write_text("# Notes\n\nSome notes about the admin.")
     document = ingest_file(collection, path)
 
     response = admin_client_logged_in.get(
-        reverse("admin:ingestion_document_changelist"), {"status__exact": "ready", "collection__id__exact": collection.pk}
+        reverse("admin:ingestion_document_changelist"),
+        {"status__exact": "ready", "collection__id__exact": collection.pk},
     )
     assert document.title in response.content.decode()
-    empty = admin_client_logged_in.get(reverse("admin:ingestion_document_changelist"), {"status__exact": "failed"})
+    empty = admin_client_logged_in.get(
+        reverse("admin:ingestion_document_changelist"), {"status__exact": "failed"}
+    )
     assert document.title not in empty.content.decode()
 
 
-def test_bulk_delete_action_removes_documents_and_chunks(admin_client_logged_in, collection, tmp_path, ingest_file):
+def test_bulk_delete_action_removes_documents_and_chunks(
+    admin_client_logged_in, collection, tmp_path, ingest_file
+):
     path = tmp_path / "n.md"
     path.write_text("# Notes\n\nSome notes to delete.")
     document = ingest_file(collection, path)

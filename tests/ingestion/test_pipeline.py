@@ -16,7 +16,10 @@ from tests.documents import write_markdown, write_pdf
 
 pytestmark = pytest.mark.django_db
 
-SECTIONS = [("Overview", "Teal is the colour of the Orion team. " * 20), ("Budget", "The budget is 3 euros.")]
+SECTIONS = [
+    ("Overview", "Teal is the colour of the Orion team. " * 20),
+    ("Budget", "The budget is 3 euros."),
+]
 
 
 def test_same_bytes_in_a_collection_are_stored_once(tmp_path, collection):
@@ -73,7 +76,10 @@ def test_a_bad_file_fails_alone_with_its_reason(tmp_path, collection):
     corrupt.write_bytes(b"%PDF-1.7\n" + b"\x00garbage" * 100)
     scanned = write_pdf(tmp_path / "scanned.pdf", [("", "")])  # a page with no text layer
 
-    ids = [services.register_path(collection, p, enqueue=False).document.pk for p in (corrupt, good, scanned)]
+    ids = [
+        services.register_path(collection, p, enqueue=False).document.pk
+        for p in (corrupt, good, scanned)
+    ]
     results = {r.document_id: r for r in map(pipeline.ingest, ids)}
 
     assert results[ids[1]].status == "ready"
@@ -99,14 +105,18 @@ def test_reingest_replaces_chunks_without_duplicates(tmp_path, collection, inges
 
 
 def test_a_document_deleted_while_processing_is_left_alone(tmp_path, collection):
-    result = services.register_path(collection, write_markdown(tmp_path / "a.md", "Orion", SECTIONS), enqueue=False)
+    result = services.register_path(
+        collection, write_markdown(tmp_path / "a.md", "Orion", SECTIONS), enqueue=False
+    )
     Document.objects.filter(pk=result.document.pk).delete()
 
     assert pipeline.ingest(result.document.pk).status == "deleted"
     assert not Chunk.objects.exists()
 
 
-def test_delete_document_removes_file_chunks_and_embeddings(tmp_path, collection, ingest_file, django_capture_on_commit_callbacks):
+def test_delete_document_removes_file_chunks_and_embeddings(
+    tmp_path, collection, ingest_file, django_capture_on_commit_callbacks
+):
     document = ingest_file(collection, write_markdown(tmp_path / "a.md", "Orion", SECTIONS))
     stored = document.file.path
 
@@ -140,9 +150,12 @@ def test_ingest_command_reports_ready_and_failed_files(tmp_path, capsys):
 def test_reingest_stuck_requeues_documents_of_dead_processes(tmp_path, collection, monkeypatch):
     queued = []
     monkeypatch.setattr(services, "_enqueue_after_commit", queued.append)
-    result = services.register_path(collection, write_markdown(tmp_path / "a.md", "Orion", SECTIONS), enqueue=False)
+    result = services.register_path(
+        collection, write_markdown(tmp_path / "a.md", "Orion", SECTIONS), enqueue=False
+    )
     Document.objects.filter(pk=result.document.pk).update(
-        status="processing", claimed_by=f"{pipeline.process_identity().split(':')[0]}:999999999",
+        status="processing",
+        claimed_by=f"{pipeline.process_identity().split(':')[0]}:999999999",
         processing_started_at=timezone.now() - timedelta(minutes=1),
     )
 

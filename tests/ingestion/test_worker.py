@@ -25,7 +25,9 @@ def register(collection, path) -> int:
 
 def test_worker_ingests_uploads_and_a_bad_file_fails_alone(tmp_path, worker):
     collection = make_collection("Worker")
-    good_md = write_markdown(tmp_path / "good.md", "Orion", [("Budget", "The Orion budget is 7 euros.")])
+    good_md = write_markdown(
+        tmp_path / "good.md", "Orion", [("Budget", "The Orion budget is 7 euros.")]
+    )
     good_html = write_html(tmp_path / "good.html", "Lyra", [("Plan", "Lyra ships in May.")])
     bad = tmp_path / "bad.pdf"
     bad.write_bytes(b"%PDF-1.4 not really a pdf")
@@ -42,7 +44,9 @@ def test_worker_ingests_uploads_and_a_bad_file_fails_alone(tmp_path, worker):
 
 def test_retry_through_the_worker_is_idempotent(tmp_path, worker):
     collection = make_collection("Retry")
-    doc_id = register(collection, write_markdown(tmp_path / "r.md", "Retry", [("A", "Alpha text. " * 80)]))
+    doc_id = register(
+        collection, write_markdown(tmp_path / "r.md", "Retry", [("A", "Alpha text. " * 80)])
+    )
     first = worker.wait_for([doc_id])[0]
 
     with transaction.atomic():
@@ -51,7 +55,9 @@ def test_retry_through_the_worker_is_idempotent(tmp_path, worker):
     again = worker.wait_for([doc_id])[0]
 
     assert again.status == "ready"
-    assert again.chunk_count == first.chunk_count == Chunk.objects.filter(document_id=doc_id).count()
+    assert (
+        again.chunk_count == first.chunk_count == Chunk.objects.filter(document_id=doc_id).count()
+    )
 
 
 @pytest.fixture
@@ -60,13 +66,19 @@ def private_queue(celery_queue):
     original = app.conf.task_default_queue
     queue = f"ragsite-kill-{uuid.uuid4().hex[:8]}"
     app.conf.task_default_queue = queue
-    yield {**celery_queue, "queue": queue, "env": {**celery_queue["env"], "RAG_CELERY_QUEUE": queue}}
+    yield {
+        **celery_queue,
+        "queue": queue,
+        "env": {**celery_queue["env"], "RAG_CELERY_QUEUE": queue},
+    }
     app.conf.task_default_queue = original
 
 
 def test_a_worker_killed_mid_document_leaves_it_to_be_redone(tmp_path, private_queue):
     collection = make_collection("Killed")
-    long_text = "\n\n".join(f"Paragraph {i} talks about subject {i} at some length. " * 6 for i in range(1500))
+    long_text = "\n\n".join(
+        f"Paragraph {i} talks about subject {i} at some length. " * 6 for i in range(1500)
+    )
     path = tmp_path / "long.txt"
     path.write_text(long_text)
 
