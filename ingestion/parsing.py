@@ -41,6 +41,9 @@ _MARKDOWN_SUFFIXES = {".md", ".markdown", ".mdown"}
 # Uncompressed size limit for Office files (zip containers): a zip bomb fails here, cheaply.
 MAX_UNCOMPRESSED_BYTES = 1024 * 1024 * 1024
 MAX_ZIP_MEMBERS = 10_000
+# Real Office files compress text about 5-20 fold; past 100 MB, a ratio over 100 is a bomb.
+MAX_PLAIN_EXPANSION = 100 * 1024 * 1024
+MAX_COMPRESSION_RATIO = 100
 
 
 class ParseError(Exception):
@@ -73,6 +76,14 @@ def detect_content_type(path: Path, filename: str) -> str:
         return _ooxml_type(path) or sniffed
     if sniffed == "text/xml" and suffix in {".html", ".htm", ".xhtml"}:
         return HTML
+    if (
+        sniffed == HTML
+        and suffix in {".txt", ".text", *_MARKDOWN_SUFFIXES}
+        and not _starts_like_html(path)
+    ):
+        # A note or Markdown file that merely contains tags (`<script>` in a security memo) is
+        # text: parsing it as HTML would silently drop what the tags enclose.
+        return MARKDOWN if suffix in _MARKDOWN_SUFFIXES else TEXT
     if sniffed.startswith("text/") and sniffed != HTML:
         if suffix in _MARKDOWN_SUFFIXES:
             return MARKDOWN
@@ -81,6 +92,12 @@ def detect_content_type(path: Path, filename: str) -> str:
         if sniffed in {"text/x-c", "text/x-c++", "text/x-script.python", "text/csv"}:
             return TEXT
     return sniffed
+
+
+def _starts_like_html(path: Path) -> bool:
+    with path.open("rb") as handle:
+        head = handle.read(1024).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return head.startswith((b"<!doctype html", b"<html"))
 
 
 def _ooxml_type(path: Path) -> str | None:
@@ -255,8 +272,15 @@ def _check_zip(path: Path) -> None:
         raise ParseError("The Office file is damaged (not a valid zip container).") from exc
     if len(members) > MAX_ZIP_MEMBERS:
         raise ParseError("The Office file has too many parts to be a real document.")
-    if sum(m.file_size for m in members) > MAX_UNCOMPRESSED_BYTES:
+    expanded = sum(m.file_size for m in members)
+    if expanded > MAX_UNCOMPRESSED_BYTES:
         raise ParseError("The Office file expands to more than 1 GB: refused as a likely zip bomb.")
+    packed = max(sum(m.compress_size for m in members), 1)
+    if expanded > MAX_PLAIN_EXPANSION and expanded / packed > MAX_COMPRESSION_RATIO:
+        raise ParseError(
+            f"The Office file expands {expanded // packed}-fold to {expanded // 2**20} MB: "
+            "refused as a likely zip bomb."
+        )
 
 
 # Page furniture that is not content: navigation bars, sidebars, headers and footers.

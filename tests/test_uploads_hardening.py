@@ -58,6 +58,21 @@ def test_a_zip_bomb_in_word_clothing_fails_with_a_clear_reason(collection, zip_b
     assert document.chunks.count() == 0
 
 
+def test_a_smaller_bomb_is_caught_by_its_compression_ratio(collection, tmp_path):
+    path = tmp_path / "sheet.xlsx"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("xl/workbook.xml", "<workbook/>")
+        with archive.open("xl/worksheets/sheet1.xml", "w") as member:
+            for _ in range(15):
+                member.write(bytes(8 * 1024 * 1024))  # 120 MB of zeros, about 120 KB packed
+
+    document = ingest(upload(collection, path.read_bytes(), "sheet.xlsx"))
+
+    assert document.status == Document.Status.FAILED
+    assert "zip bomb" in document.error and "fold" in document.error
+
+
 def test_a_zip_with_too_many_parts_fails_with_a_clear_reason(collection):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:

@@ -82,3 +82,24 @@ def test_fact_text_is_searchable_by_full_text(files, collection, ingest_file):
     )
     assert matches.exists()
     assert FACT in " ".join(c.text for c in matches)
+
+
+def test_a_text_note_mentioning_tags_is_read_as_text_not_html(tmp_path, collection, ingest_file):
+    note = tmp_path / "memo.txt"
+    note.write_text(
+        "Security memo\n\nNever paste <script>alert(1)</script> into the wiki editor.\n"
+    )
+
+    document = ingest_file(collection, note)
+
+    assert document.content_type == "text/plain"
+    assert "<script>alert(1)</script>" in " ".join(c.text for c in document.chunks.all())
+
+
+def test_a_real_html_page_named_txt_is_still_html(tmp_path, collection, ingest_file):
+    page = tmp_path / "saved.txt"
+    page.write_text(
+        "<!DOCTYPE html><html><body><h1>Saved</h1><p>Saved page body.</p></body></html>"
+    )
+
+    assert ingest_file(collection, page).content_type == "text/html"
