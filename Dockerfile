@@ -1,7 +1,8 @@
 # ragsite image: web server, worker and beat run from it with different commands (docker-compose.yml).
 FROM python:3.11-slim
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+# PYTHONPATH: the code runs from /app, beside templates/ and static/, not from site-packages.
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PYTHONPATH=/app \
     RAG_DATA_DIR=/data DJANGO_ALLOWED_HOSTS=localhost,127.0.0.1
 
 RUN apt-get update && apt-get install -y --no-install-recommends libmagic1 \
