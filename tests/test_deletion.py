@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from ingestion.models import Chunk
 from ingestion.services import delete_document
 from retrieval.models import Citation, Conversation, Message
+from tests.database_scan import columns, columns_containing, tsvector_columns
 from tests.documents import write_markdown
 
 pytestmark = pytest.mark.django_db
@@ -19,49 +19,6 @@ pytestmark = pytest.mark.django_db
 PHRASE = "Quillfeather protocol mandates vermilion lanterns"
 # The words as PostgreSQL's English stemmer stores them in a tsvector.
 STEMS = ["quillfeath", "vermilion"]
-TEXT_TYPES = ("text", "character varying", "character", "json", "jsonb")
-
-
-def columns(data_types: tuple[str, ...]) -> list[tuple[str, str]]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT c.table_name, c.column_name FROM information_schema.columns c
-            JOIN information_schema.tables t
-              ON t.table_schema = c.table_schema AND t.table_name = c.table_name
-            WHERE c.table_schema = current_schema() AND t.table_type = 'BASE TABLE'
-              AND c.data_type = ANY(%s)
-            ORDER BY 1, 2
-            """,
-            [list(data_types)],
-        )
-        return cursor.fetchall()
-
-
-def tsvector_columns() -> list[tuple[str, str]]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT table_name, column_name FROM information_schema.columns
-            WHERE table_schema = current_schema() AND udt_name = 'tsvector'
-            """
-        )
-        return cursor.fetchall()
-
-
-def where_found(needles: list[str], cols: list[tuple[str, str]]) -> list[str]:
-    """table.column for every column holding any of `needles` (case-insensitive)."""
-    found = []
-    with connection.cursor() as cursor:
-        for table, column in cols:
-            for needle in needles:
-                cursor.execute(
-                    f'SELECT count(*) FROM "{table}" WHERE "{column}"::text ILIKE %s',  # noqa: S608
-                    [f"%{needle}%"],
-                )
-                if cursor.fetchone()[0]:
-                    found.append(f"{table}.{column} ({needle})")
-    return found
 
 
 def test_a_deleted_document_leaves_no_trace_in_any_table_or_on_disk(
@@ -94,20 +51,22 @@ def test_a_deleted_document_leaves_no_trace_in_any_table_or_on_disk(
         heading=chunk.heading,
         snippet=chunk.text,
     )
-    text_columns = columns(TEXT_TYPES)
+    text_columns = columns()
     # The scan sees the phrase before deletion (in the chunk, the answer and the citation), so an
     # empty result afterwards means something.
-    before = where_found([PHRASE], text_columns)
-    assert {"ingestion_chunk.text", "retrieval_message.content", "retrieval_citation.snippet"} <= {
-        hit.split(" ")[0] for hit in before
-    }
-    assert where_found(STEMS, tsvector_columns())
+    before = columns_containing([PHRASE], text_columns)
+    assert {
+        "ingestion_chunk.text",
+        "retrieval_message.content",
+        "retrieval_citation.snippet",
+    } <= set(before)
+    assert columns_containing(STEMS, tsvector_columns())
 
     with django_capture_on_commit_callbacks(execute=True):
         delete_document(document)
 
-    assert where_found([PHRASE, "Quillfeather"], text_columns) == []
-    assert where_found(STEMS, tsvector_columns()) == []
+    assert columns_containing([PHRASE, "Quillfeather"], text_columns) == []
+    assert columns_containing(STEMS, tsvector_columns()) == []
     assert not Chunk.objects.filter(document_id=document.pk).exists()
     assert not stored.exists()
     leftovers = [

@@ -3,43 +3,21 @@
 from __future__ import annotations
 
 import pytest
-from django.db import connection
 
 from ingestion.services import delete_document
 from retrieval.answering import answer
 from retrieval.models import Citation, Message
 from retrieval.selectors import messages_with_citations
 from retrieval.services import REDACTED_ANSWER, forget_document
+from tests.database_scan import columns, columns_containing, tsvector_columns
 from tests.documents import write_markdown
 
 SECRET = "The Quillfeather merger closes on 14 March 2027 at a price of 812 million euros."
 OTHER = "The cafeteria serves vegetarian lasagne every Thursday at noon."
 
 
-def text_columns() -> list[tuple[str, str]]:
-    """Every text-like column of every table in the database."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT table_name, column_name FROM information_schema.columns
-            WHERE table_schema = current_schema()
-              AND data_type IN ('text', 'character varying', 'jsonb', 'json', 'tsvector')
-            """
-        )
-        return cursor.fetchall()
-
-
 def tables_containing(phrase: str) -> list[str]:
-    found = []
-    with connection.cursor() as cursor:
-        for table, column in text_columns():
-            cursor.execute(
-                f'SELECT count(*) FROM "{table}" WHERE "{column}"::text ILIKE %s',  # noqa: S608
-                [f"%{phrase}%"],
-            )
-            if cursor.fetchone()[0]:
-                found.append(f"{table}.{column}")
-    return found
+    return columns_containing([phrase], columns() + tsvector_columns())
 
 
 @pytest.fixture
