@@ -206,16 +206,19 @@ def reindex_collection(collection: Collection) -> int:
 
 
 def stuck_documents(older_than: timedelta, include_queued: bool = True) -> list[Document]:
-    """Documents left `processing` (a killed worker) or `queued` (a lost message) too long."""
+    """Documents left `processing` too long or by a process of this machine that no longer
+    exists (a killed worker), and, with `include_queued`, `queued` too long (a lost message)."""
     cutoff = timezone.now() - older_than
     stuck = Q(status=Document.Status.PROCESSING, processing_started_at__lte=cutoff)
     if include_queued:
         stuck |= Q(status=Document.Status.QUEUED, updated_at__lte=cutoff)
-    return list(Document.objects.filter(stuck))
+    found = {document.pk: document for document in Document.objects.filter(stuck)}
+    for document in _abandoned_on_this_host():
+        found.setdefault(document.pk, document)
+    return list(found.values())
 
 
-def abandoned_on_this_host() -> list[Document]:
-    """Documents `processing` by a process of this machine that no longer exists."""
+def _abandoned_on_this_host() -> list[Document]:
     import psutil
 
     host = socket.gethostname()

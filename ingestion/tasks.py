@@ -54,8 +54,5 @@ def requeue_abandoned_documents(sender=None, **kwargs) -> None:
     requeued = services.requeue_stuck(
         timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT), include_queued=False
     )
-    abandoned = services.abandoned_on_this_host()
-    services.reingest(abandoned)
-    requeued += abandoned
     if requeued:
         logger.warning("requeued %d documents left processing by a stopped worker", len(requeued))

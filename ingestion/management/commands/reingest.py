@@ -33,7 +33,6 @@ class Command(BaseCommand):
         documents: list[Document] = []
         if stuck:
             documents += services.stuck_documents(timedelta(minutes=older_than))
-            documents += services.abandoned_on_this_host()
         if failed:
             documents += list(Document.objects.filter(status=Document.Status.FAILED))
         if collection:
