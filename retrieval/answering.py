@@ -19,7 +19,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
-from retrieval import audit, llm, prompts, services
+from retrieval import audit, extractive, llm, prompts, services
 from retrieval.models import Citation, Conversation, Message
 from retrieval.search import Passage, search
 
@@ -142,7 +142,7 @@ def is_follow_up(question: str) -> bool:
     return (
         bool(words & _ANAPHORA)
         or lowered.startswith(_FOLLOW_UP_OPENERS)
-        or len(llm.content_words(question)) <= 2
+        or len(extractive.content_words(question)) <= 2
     )
 
 
@@ -151,9 +151,9 @@ def rewrite_query(question: str, previous_queries: Sequence[str]) -> str:
     the previous standalone query (which already carries its own context) put in front."""
     if not previous_queries or not is_follow_up(question):
         return question
-    present = set(llm.content_words(question))
+    present = set(extractive.content_words(question))
     terms: list[str] = []
-    for word in llm.content_words(previous_queries[-1]):
+    for word in extractive.content_words(previous_queries[-1]):
         if word not in present and word not in terms:
             terms.append(word)
     if not terms:
@@ -325,7 +325,7 @@ def _stream(
             rows = _store_citations(reply, markers.used, prompt.passages)
             cited_documents = [row.document_id for row in rows]
             outcome = Message.Outcome.ANSWERED
-            if generator_name == llm.ExtractiveGenerator.name and not rows:
+            if generator_name == extractive.ExtractiveGenerator.name and not rows:
                 outcome = Message.Outcome.NO_ANSWER
             yield AnswerEvent("citations", citations=[citation_view(row) for row in rows])
     except (llm.LLMError, llm.LLMConfigurationError) as exc:

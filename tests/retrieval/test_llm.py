@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from retrieval import llm
+from retrieval import extractive, llm
 from retrieval.search import Passage
 from tests.fakes.openai_server import MODEL_ID
 
@@ -154,7 +154,7 @@ def test_a_base_url_outside_the_allow_list_is_refused_before_any_connection(sett
 
 def test_without_a_base_url_the_extractive_answerer_is_used(settings):
     settings.RAG_LLM_BASE_URL = ""
-    assert isinstance(llm.get_generator(), llm.ExtractiveGenerator)
+    assert isinstance(llm.get_generator(), extractive.ExtractiveGenerator)
 
 
 def test_extractive_answer_quotes_the_best_sentences_with_their_markers():
@@ -167,7 +167,9 @@ def test_extractive_answer_quotes_the_best_sentences_with_their_markers():
         ),
     ]
     pieces = list(
-        llm.ExtractiveGenerator().stream([], passages, query="How do I make a deep copy of a list?")
+        extractive.ExtractiveGenerator().stream(
+            [], passages, query="How do I make a deep copy of a list?"
+        )
     )
     text = "".join(pieces)
 
@@ -177,7 +179,7 @@ def test_extractive_answer_quotes_the_best_sentences_with_their_markers():
 
 
 def test_sentences_keep_definition_list_entries_together():
-    units = llm.split_sentences(
+    units = extractive.split_sentences(
         "Interface summary:\ncopy.deepcopy(x[, memo])\n- Return a deep copy of x.\n"
         "First sentence here. Second sentence there."
     )
