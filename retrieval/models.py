@@ -142,3 +142,25 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.username} {self.action}"
+
+
+class EvalRun(models.Model):
+    """One `manage.py rag_eval` run: what was measured with what, and the figures, so the console's
+    Quality page can show whether a change helped or hurt."""
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    questions_file = models.CharField(max_length=300)
+    corpus = models.CharField(max_length=300)
+    question_count = models.PositiveIntegerField(default=0)
+    generator = models.CharField(max_length=200, blank=True)  # empty: retrieval only
+    embedding_model = models.CharField(max_length=300)
+    # {"retrieval": {mode: {...}}, "distinct": {...}, "in_context": {...}, "answers": {...}}
+    figures = models.JSONField(default=dict)
+    # Questions missed: [{"id", "question", "expected", "answer", "cited", ...}]
+    misses = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"rag_eval {self.questions_file} at {self.created_at:%Y-%m-%d %H:%M}"
