@@ -18,7 +18,7 @@ import httpx
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from ragsite import egress
+from ragsite import egress, model_http
 from retrieval.search import Passage
 
 logger = logging.getLogger(__name__)
@@ -140,13 +140,12 @@ class OpenAICompatibleGenerator:
         """A non-streaming request with the same retry and error rules as `stream`."""
         for attempt in range(CONNECT_RETRIES + 1):
             try:
-                response = httpx.request(
-                    method,
-                    self.base_url + path,
-                    headers=self._headers(),
-                    timeout=self.timeout,
-                    **kwargs,
-                )
+                with model_http.model_client(self.timeout) as client:
+                    response = client.request(
+                        method, self.base_url + path, headers=self._headers(), **kwargs
+                    )
+            except model_http.EgressRefused as exc:
+                raise ModelUnavailable(f"{method} {path}: {exc}") from exc
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if attempt < CONNECT_RETRIES:
                     time.sleep(RETRY_PAUSE_S * (attempt + 1))
@@ -185,14 +184,18 @@ class OpenAICompatibleGenerator:
         url = self.base_url + "/chat/completions"
         for attempt in range(CONNECT_RETRIES + 1):
             try:
-                with httpx.stream(
-                    "POST", url, json=body, headers=self._headers(), timeout=self.timeout
-                ) as response:
+                # The client ignores proxy settings and pins the connection (ragsite.model_http).
+                with (
+                    model_http.model_client(self.timeout) as client,
+                    client.stream("POST", url, json=body, headers=self._headers()) as response,
+                ):
                     if response.status_code >= 400:
                         response.read()
                     _raise_for_status(response, "POST /chat/completions")
                     yield from _read_events(response)
                 return
+            except model_http.EgressRefused as exc:
+                raise ModelUnavailable(f"connect {url}: {exc}") from exc
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 # Nothing reached the server, so nothing was generated: a quick retry is safe.
                 if attempt < CONNECT_RETRIES:

@@ -133,3 +133,25 @@ def test_the_command_exits_non_zero_on_a_violation(llm_url, exit_code):
 
     assert result.returncode == exit_code, result.stdout + result.stderr
     assert "LLM endpoint" in result.stdout
+
+
+def test_proxy_variables_in_the_environment_are_reported(monkeypatch):
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    quiet = {f["area"]: f for f in json.loads(privacy_check("--json"))}
+    monkeypatch.setenv("HTTPS_PROXY", "http://alice:pw@proxy.corp.example:3128")
+
+    findings = {f["area"]: f for f in json.loads(privacy_check("--json"))}
+
+    assert quiet["proxy"]["level"] == "ok"
+    assert findings["proxy"]["level"] == "warn"
+    assert "HTTPS_PROXY=http://proxy.corp.example:3128" in findings["proxy"]["message"]
+    assert "ignores proxies" in findings["proxy"]["message"]
+    assert "pw" not in findings["proxy"]["message"]  # credentials in a proxy URL stay hidden

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from ragsite import egress, offline
+from ragsite import egress, model_http, offline
 
 OK, NOTE, WARN, FAIL = "ok", "note", "warn", "FAIL"
 
@@ -89,6 +89,7 @@ def collect_findings() -> list[Finding]:
     ]
     if settings.RAG_RERANKER_MODEL:
         findings.append(_local_model("reranker model", settings.RAG_RERANKER_MODEL))
+    findings.append(_proxies())
     findings.append(_service("database", os.environ.get("DATABASE_URL", ""), allowed))
     findings.append(_service("task broker", settings.CELERY_BROKER_URL, allowed))
 
@@ -153,6 +154,21 @@ def collect_findings() -> list[Finding]:
         else Finding(WARN, "sign-in", "login rate limiting is off (RAG_LOGIN_LOCKOUT=0)")
     )
     return findings
+
+
+def _proxies() -> Finding:
+    """Proxy variables: model traffic ignores them (ragsite.model_http), but other HTTP clients
+    in the process (a library's update check) may not, so an admin should know they are there."""
+    present = model_http.proxy_variables_set()
+    if not present:
+        return Finding(OK, "proxy", "no HTTP(S)_PROXY / ALL_PROXY in the environment")
+    shown = ", ".join(f"{name}={redact(value)}" for name, value in sorted(present.items()))
+    return Finding(
+        WARN,
+        "proxy",
+        f"{shown} set: model traffic (LLM, embedding, reranker) ignores proxies and connects "
+        "directly; other outbound HTTP from libraries could use them",
+    )
 
 
 def _local_model(area: str, name: str) -> Finding:
