@@ -49,7 +49,7 @@ def database_url() -> str:
 # --- the guard itself ------------------------------------------------------------------------------
 
 
-@pytest.mark.egress_refusal_expected
+@pytest.mark.egress_refusal_expected(UNROUTABLE)
 def test_a_connection_to_a_non_loopback_address_is_refused():
     before = len(egress.violations)
 
@@ -59,13 +59,13 @@ def test_a_connection_to_a_non_loopback_address_is_refused():
     assert UNROUTABLE in egress.violations[before]
 
 
-@pytest.mark.egress_refusal_expected
+@pytest.mark.egress_refusal_expected("huggingface.co")
 def test_a_name_lookup_of_an_outside_host_is_refused():
     with pytest.raises(egress.EgressBlocked, match="huggingface.co"):
         socket.getaddrinfo("huggingface.co", 443)
 
 
-@pytest.mark.egress_refusal_expected
+@pytest.mark.egress_refusal_expected(UNROUTABLE)
 def test_a_datagram_to_an_outside_address_is_refused():
     with (
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock,
@@ -74,7 +74,106 @@ def test_a_datagram_to_an_outside_address_is_refused():
         sock.sendto(b"query", (UNROUTABLE, 53))
 
 
-@pytest.mark.egress_refusal_expected
+def _sendmsg_to_outside():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendmsg([b"query"], [], 0, (UNROUTABLE, 53))
+
+
+def _c_socket(method: str):
+    def use():
+        import _socket
+
+        sock = _socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            if method == "sendto":
+                sock.sendto(b"query", (UNROUTABLE, 53))
+            elif method == "sendmsg":
+                sock.sendmsg([b"query"], [], 0, (UNROUTABLE, 53))
+            else:
+                getattr(sock, method)((UNROUTABLE, 80))
+        finally:
+            sock.close()
+
+    return use
+
+
+# Each way out of the socket module, and the name it is patched under: the test first checks the
+# patch is in place (so a missing patch fails here, before anything could be sent), then that the
+# call is refused with the outside host in the message.
+OTHER_WAYS_OUT = {
+    "sendmsg": ("socket.socket.sendmsg", _sendmsg_to_outside),
+    "gethostbyname": ("socket.gethostbyname", lambda: socket.gethostbyname("models.example")),
+    "gethostbyname_ex": (
+        "socket.gethostbyname_ex",
+        lambda: socket.gethostbyname_ex("models.example"),
+    ),
+    "gethostbyaddr": ("socket.gethostbyaddr", lambda: socket.gethostbyaddr(UNROUTABLE)),
+    "getnameinfo": ("socket.getnameinfo", lambda: socket.getnameinfo((UNROUTABLE, 443), 0)),
+    "_socket.socket.connect": ("_socket.socket.connect", _c_socket("connect")),
+    "_socket.socket.connect_ex": ("_socket.socket.connect_ex", _c_socket("connect_ex")),
+    "_socket.socket.sendto": ("_socket.socket.sendto", _c_socket("sendto")),
+    "_socket.socket.sendmsg": ("_socket.socket.sendmsg", _c_socket("sendmsg")),
+}
+
+
+def _patched(dotted: str) -> bool:
+    import _socket
+
+    namespace = {"socket": socket, "_socket": _socket}
+    head, *rest = dotted.split(".")
+    target = namespace[head]
+    for part in rest:
+        target = getattr(target, part)
+    return getattr(target, "__module__", None) == egress.__name__
+
+
+def _refused_host(way: str) -> str:
+    return "models.example" if way.startswith("gethostbyname") else UNROUTABLE
+
+
+@pytest.mark.parametrize(
+    "way",
+    [
+        pytest.param(way, marks=pytest.mark.egress_refusal_expected(_refused_host(way)))
+        for way in sorted(OTHER_WAYS_OUT)
+    ],
+)
+def test_every_other_way_out_of_the_socket_module_is_refused(way):
+    dotted, attempt = OTHER_WAYS_OUT[way]
+    assert _patched(dotted), f"{dotted} is not guarded"
+    before = len(egress.violations)
+
+    with pytest.raises(egress.EgressBlocked):
+        attempt()
+
+    assert len(egress.violations) == before + 1
+    assert _refused_host(way) in egress.violations[-1]
+
+
+@pytest.mark.egress_refusal_expected("models.example")
+def test_getfqdn_of_an_outside_name_is_refused_but_keeps_its_never_raise_contract():
+    assert _patched("socket.getfqdn")
+    before = len(egress.violations)
+
+    assert socket.getfqdn("models.example") == "models.example"
+
+    assert egress.violations[before:] == [
+        "name lookup (getfqdn) of 'models.example' refused by the egress guard"
+    ]
+
+
+def test_loopback_lookups_stay_allowed():
+    before = len(egress.violations)
+
+    assert socket.gethostbyname("localhost") == "127.0.0.1"
+    assert socket.getnameinfo(("127.0.0.1", 80), socket.NI_NUMERICHOST)[0] == "127.0.0.1"
+    assert socket.gethostbyaddr("127.0.0.1")[2] == ["127.0.0.1"]
+    assert socket.getfqdn("127.0.0.1")
+
+    assert egress.violations[before:] == []
+
+
+@pytest.mark.egress_refusal_expected("::ffff:8.8.8.8")
 def test_an_ipv4_mapped_outside_address_is_not_mistaken_for_loopback():
     assert egress.is_loopback("::ffff:127.0.0.1")
     assert not egress.is_loopback("::ffff:8.8.8.8")
@@ -105,7 +204,7 @@ def test_loopback_connections_work(host):
         thread.join(5)
 
 
-@pytest.mark.egress_refusal_expected
+@pytest.mark.egress_refusal_expected(UNROUTABLE)
 def test_a_child_process_started_by_a_test_is_guarded_and_reports_to_the_shared_log():
     logged_before = len(child_violations())
     code = f"""
@@ -128,7 +227,7 @@ print("LOOPBACK OK")
     assert any(UNROUTABLE in line and not line.startswith(f"{os.getpid()} ") for line in new)
 
 
-@pytest.mark.egress_refusal_expected
+@pytest.mark.egress_refusal_expected("unstructured.io")
 def test_the_guard_sees_unstructureds_telemetry_ping_when_the_offline_switches_are_missing():
     """Proof the guard catches what a library swallows: without DO_NOT_TRACK, importing
     unstructured tries to reach its analytics host (and hides the failure)."""
