@@ -173,7 +173,7 @@ def _install_more_lookups_and_sends() -> None:
         # getfqdn never raises (it returns the name it was given when lookups fail): keep that,
         # but record the refusal so the test suite still sees it.
         text = name.strip() if isinstance(name, str) else name
-        if not text or text in ("0.0.0.0", "::"):
+        if not text or text in ("0.0.0.0", "::"):  # noqa: S104 (getfqdn's own rule)
             text = socket.gethostname()
         if not is_loopback(str(text)):
             try:
@@ -295,4 +295,3 @@ def _host_matches(host: str, port: int, entry: str) -> bool:
     if _is_ip(entry) and _is_ip(host):
         return ipaddress.ip_address(entry) == ipaddress.ip_address(host)
     return host == entry
-

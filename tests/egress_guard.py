@@ -177,9 +177,7 @@ def unaccounted_refusals() -> list[str]:
     whole = child_violations()
     problems = list(_ledger.pending)
     if len(whole) != _ledger.lines_read:  # the log was truncated or rewritten under us
-        problems.append(
-            f"the egress log has {len(whole)} lines, {_ledger.lines_read} were checked"
-        )
+        problems.append(f"the egress log has {len(whole)} lines, {_ledger.lines_read} were checked")
     return problems
 
 
