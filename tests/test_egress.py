@@ -321,8 +321,46 @@ def test_a_whole_ingest_of_html_and_pdf_in_a_fresh_guarded_process_makes_no_outb
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert os.environ["RAG_EGRESS_GUARD"] == "1" and CHILD_LOG.exists()
     documents = Document.objects.filter(collection__name="Egress check")
     assert sorted(d.content_type for d in documents) == ["application/pdf", "text/html"]
     assert all(d.status == Document.Status.READY for d in documents), [d.error for d in documents]
     assert child_violations()[logged_before:] == []
+
+
+@pytest.mark.egress_refusal_expected(UNROUTABLE)
+@pytest.mark.django_db(transaction=True)
+def test_a_manage_py_child_reports_its_own_guard_installed_and_logs_to_the_shared_log():
+    """The child says so itself: the guard is installed in the manage.py process, it refuses, and
+    the refusal reaches the session's shared log under the child's own process id."""
+    logged_before = len(child_violations())
+    code = f"""
+import json, os, socket
+from ragsite import egress
+refused = None  # never tried without the guard: nothing may be sent
+if egress.is_installed():
+    try:
+        socket.create_connection(({UNROUTABLE!r}, 80), timeout=1)
+        refused = False
+    except egress.EgressBlocked:
+        refused = True
+print(json.dumps({{"pid": os.getpid(), "installed": egress.is_installed(), "refused": refused,
+                  "log": os.environ.get(egress.LOG_ENV)}}))
+"""
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": database_url()},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["installed"] is True
+    assert report["refused"] is True
+    assert report["pid"] != os.getpid() and report["log"] == str(CHILD_LOG)
+    new = child_violations()[logged_before:]
+    assert [line for line in new if line.startswith(f"{report['pid']} ")] == [
+        f"{report['pid']} outbound connection to ({UNROUTABLE!r}, 80) refused by the egress guard"
+    ]
