@@ -24,6 +24,39 @@ SHARED_EVAL = ROOT.parent / "shared" / "eval" / "dev"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+def require_or_skip(reason: str) -> None:
+    """Something a test needs is missing (a browser, Redis, the development set): skip the test
+    on a developer's machine, but under CI=true fail it, since there the build must prove it."""
+    if in_ci():
+        pytest.fail(f"missing in CI (CI=true), so this fails instead of skipping: {reason}")
+    pytest.skip(reason)
+
+
+def required(available: bool, reason: str) -> pytest.MarkDecorator:
+    """The mark form of require_or_skip, for decorators and parameters."""
+    if available:
+        return pytest.mark.skipif(False, reason=reason)
+    return pytest.mark.missing_requirement(reason)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "missing_requirement(reason): needs something absent here; skipped, or failed under CI=true",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    marker = item.get_closest_marker("missing_requirement")
+    if marker is not None:
+        require_or_skip(marker.args[0])
+
+
 def redis_available() -> bool:
     import socket
 
@@ -85,7 +118,7 @@ def _broker_params() -> list:
         pytest.param(
             "redis",
             id="redis-broker",
-            marks=pytest.mark.skipif(not redis_available(), reason="no Redis on 127.0.0.1:6379"),
+            marks=required(redis_available(), "no Redis on 127.0.0.1:6379"),
         )
     )
     return params

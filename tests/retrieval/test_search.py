@@ -14,7 +14,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from ingestion.models import Collection, Document
 from retrieval import evaluation
 from retrieval.search import MODES, Passage, full_text_query, search, search_collections
-from tests.conftest import SHARED_EVAL, make_collection
+from tests.conftest import SHARED_EVAL, make_collection, required
 from tests.documents import write_markdown
 
 DEV_QUESTION_FILES = ("questions.jsonl", "questions-hard.jsonl")
@@ -51,7 +51,7 @@ def dev_set(django_db_setup, django_db_blocker) -> Iterator[dict]:
         Collection.objects.filter(pk=loaded.collection.pk).delete()
 
 
-@pytest.mark.skipif(not (SHARED_EVAL / "corpus").is_dir(), reason="dev eval set not present")
+@required((SHARED_EVAL / "corpus").is_dir(), f"dev eval set not at {SHARED_EVAL}")
 @pytest.mark.parametrize("question_file", DEV_QUESTION_FILES)
 def test_hybrid_finds_the_answering_page_at_least_as_often_as_either_method_alone(
     dev_set, question_file
@@ -66,7 +66,7 @@ def test_hybrid_finds_the_answering_page_at_least_as_often_as_either_method_alon
     assert metrics["hybrid"].hit_at_5 >= metrics["fts"].hit_at_5
 
 
-@pytest.mark.skipif(not (SHARED_EVAL / "corpus").is_dir(), reason="dev eval set not present")
+@required((SHARED_EVAL / "corpus").is_dir(), f"dev eval set not at {SHARED_EVAL}")
 def test_the_hard_dev_questions_stay_above_the_plain_pipeline_baseline(dev_set):
     """The first pipeline (200-piece chunks, OR-query ranked by ts_rank_cd, RRF) found the page
     first for 47% of the hard questions and within five passages for 59%; stay above that."""
