@@ -1,5 +1,5 @@
-"""Retrieval evaluation: hit@k, MRR@10 and nDCG@10 as pure functions, and running a question set
-against collections with each search mode (vector, fts, hybrid).
+"""Evaluation: retrieval (hit@k, MRR@10, nDCG@10, per passage and per distinct document) and the
+whole answer path (answered/declined, expected text, citations, latency) over a question set.
 
 A ranking is the list of source-document names of the passages, in the order search returned
 them: what the answer step would be shown. Relevance is per document; a relevant document counts
@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 
 from ingestion import pipeline, services
@@ -70,6 +71,11 @@ class SimilarityStats:
 @dataclass
 class EvalReport:
     metrics: dict[str, Metrics] = field(default_factory=dict)  # by mode
+    # The same rankings with each document counted once, at its first passage: comparable with
+    # tools that rank documents, and what "the right page ranked first" means to a reader.
+    distinct_metrics: dict[str, Metrics] = field(default_factory=dict)
+    # Share of answerable questions whose page is among the passages an answer is made from.
+    in_context: dict[str, float] = field(default_factory=dict)
     # Top-1 similarity (vector mode) for answerable and unanswerable questions: where a
     # no-answer threshold for the answer step could sit.
     answerable_similarity: SimilarityStats | None = None
@@ -79,6 +85,8 @@ class EvalReport:
     def as_dict(self) -> dict:
         return {
             "metrics": {mode: vars(m) for mode, m in self.metrics.items()},
+            "distinct_metrics": {mode: vars(m) for mode, m in self.distinct_metrics.items()},
+            "in_context": dict(self.in_context),
             "top1_similarity": {
                 "answerable": vars(self.answerable_similarity)
                 if self.answerable_similarity
@@ -149,6 +157,11 @@ def summarize(rankings: Sequence[tuple[Sequence[str], Iterable[str]]]) -> Metric
         mrr_at_10=mean(reciprocal_rank(r, rel, 10) for r, rel in pairs),
         ndcg_at_10=mean(ndcg_at_k(r, rel, 10) for r, rel in pairs),
     )
+
+
+def distinct(ranked: Sequence[str]) -> list[str]:
+    """`ranked` with each document kept once, at its first position."""
+    return list(dict.fromkeys(ranked))
 
 
 def similarity_stats(values: Iterable[float | None]) -> SimilarityStats:
@@ -227,6 +240,7 @@ def run_questions(
     collection_ids: list[int],
     modes: Sequence[str] = MODES,
     depth: int = DEPTH,
+    context: int | None = None,
 ) -> EvalReport:
     """Search `collection_ids` with every question in every mode and score the rankings.
 
@@ -251,6 +265,18 @@ def run_questions(
                 )
             )
         report.metrics[mode] = summarize([(r.ranked, r.question.relevant) for r in results])
+        report.distinct_metrics[mode] = summarize(
+            [(distinct(r.ranked), r.question.relevant) for r in results]
+        )
+        answerable = [r for r in results if r.question.answerable]
+        report.in_context[mode] = (
+            statistics.fmean(
+                hit_at_k(r.ranked, r.question.relevant, context or settings.RAG_SEARCH_TOP_K)
+                for r in answerable
+            )
+            if answerable
+            else 0.0
+        )
         report.results.extend(results)
     # Vector similarity is the one score comparable across questions: a threshold candidate.
     by_vector = [r for r in report.results if r.mode == "vector"] or [
@@ -263,3 +289,172 @@ def run_questions(
         r.top_similarity for r in by_vector if not r.question.answerable
     )
     return report
+
+
+# --- the whole answer path ------------------------------------------------------------------------
+EVAL_USERNAME = "rag-eval"
+
+
+@dataclass(frozen=True)
+class CitedPassage:
+    document: str  # the cited document's original file name
+    text: str
+
+
+@dataclass(frozen=True)
+class AnswerResult:
+    question: Question
+    outcome: str  # a Message.Outcome value
+    text: str
+    cited: tuple[CitedPassage, ...]
+    latency_s: float
+
+    @property
+    def answered(self) -> bool:
+        return self.outcome == "answered"
+
+    @property
+    def text_contains(self) -> bool:
+        """The answer holds every expected string (case-insensitive)."""
+        return self.answered and contains_all(self.text, self.question.answer_contains)
+
+    @property
+    def citation_contains(self) -> bool:
+        """Some cited passage holds every expected string."""
+        return self.answered and any(
+            contains_all(c.text, self.question.answer_contains) for c in self.cited
+        )
+
+    @property
+    def cited_right_document(self) -> bool:
+        return self.answered and any(c.document in self.question.relevant for c in self.cited)
+
+    @property
+    def citation_precision(self) -> float | None:
+        """Share of the cited documents that answer the question; None when nothing is cited."""
+        documents = {c.document for c in self.cited}
+        if not self.answered or not documents:
+            return None
+        return len(documents & self.question.relevant) / len(documents)
+
+
+def contains_all(text: str, expected: Iterable[str]) -> bool:
+    lowered = text.casefold()
+    wanted = [e.casefold() for e in expected]
+    return bool(wanted) and all(e in lowered for e in wanted)
+
+
+@dataclass(frozen=True)
+class AnswerMetrics:
+    answerable: int
+    unanswerable: int
+    answered: float  # share of answerable questions answered (not declined)
+    declined: float  # share of unanswerable questions declined
+    text_contains: float  # over answerable questions: the answer holds the expected strings
+    citation_contains: float  # over answerable: a cited passage holds them
+    cited_right_document: float  # over answerable: a citation names a relevant document
+    citation_precision: float  # mean over answered answerable questions that cite something
+    latency_p50_s: float
+    latency_p95_s: float
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    """Nearest-rank percentile (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(share * len(ordered)) - 1))]
+
+
+def summarize_answers(results: Sequence[AnswerResult]) -> AnswerMetrics:
+    answerable = [r for r in results if r.question.answerable]
+    unanswerable = [r for r in results if not r.question.answerable]
+
+    def share(rows: Sequence[AnswerResult], test) -> float:
+        return statistics.fmean(1.0 if test(r) else 0.0 for r in rows) if rows else 0.0
+
+    precisions = [p for r in answerable if (p := r.citation_precision) is not None]
+    latencies = [r.latency_s for r in results]
+    return AnswerMetrics(
+        answerable=len(answerable),
+        unanswerable=len(unanswerable),
+        answered=share(answerable, lambda r: r.answered),
+        declined=share(unanswerable, lambda r: not r.answered),
+        text_contains=share(answerable, lambda r: r.text_contains),
+        citation_contains=share(answerable, lambda r: r.citation_contains),
+        cited_right_document=share(answerable, lambda r: r.cited_right_document),
+        citation_precision=statistics.fmean(precisions) if precisions else 0.0,
+        latency_p50_s=percentile(latencies, 0.5),
+        latency_p95_s=percentile(latencies, 0.95),
+    )
+
+
+def eval_user(collection: Collection):
+    """The account evaluation questions are asked as: it reads the scratch collection only and
+    cannot sign in."""
+    from django.contrib.auth.models import User
+
+    user, created = User.objects.get_or_create(username=EVAL_USERNAME)
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    collection.reader_users.add(user)
+    return user
+
+
+def run_answers(questions: Sequence[Question], collection: Collection) -> list[AnswerResult]:
+    """Ask every question through the answer path (the configured generator) restricted to
+    `collection`, as the evaluation account; its conversations are removed afterwards."""
+    import time
+
+    from retrieval import answering
+    from retrieval.models import Citation, Conversation
+
+    user = eval_user(collection)
+    names = dict(Document.objects.filter(collection=collection).values_list("id", "original_name"))
+    results = []
+    try:
+        for question in questions:
+            started = time.perf_counter()
+            reply = answering.answer(
+                user, question.question, collection_id=collection.pk, via="cli"
+            )
+            elapsed = time.perf_counter() - started
+            cited = tuple(
+                CitedPassage(names.get(c.document_id, ""), c.snippet)
+                for c in Citation.objects.filter(message_id=reply.message_id).order_by("number")
+            )
+            results.append(AnswerResult(question, reply.outcome, reply.text, cited, elapsed))
+    finally:
+        Conversation.objects.filter(user=user).delete()
+    return results
+
+
+def answer_details(results: Sequence[AnswerResult]) -> list[dict]:
+    return [
+        {
+            "id": r.question.id,
+            "kind": r.question.kind,
+            "question": r.question.question,
+            "expected": list(r.question.answer_contains),
+            "relevant": sorted(r.question.relevant),
+            "outcome": r.outcome,
+            "answer": r.text,
+            "cited": [c.document for c in r.cited],
+            "text_contains": r.text_contains,
+            "citation_contains": r.citation_contains,
+            "latency_s": round(r.latency_s, 3),
+        }
+        for r in results
+    ]
+
+
+def answer_misses(results: Sequence[AnswerResult]) -> list[dict]:
+    """The questions an admin should look at: answerable ones without the expected text, and
+    unanswerable ones that were answered anyway."""
+    return [
+        row
+        for row, r in zip(answer_details(results), results, strict=True)
+        if (r.question.answerable and not r.text_contains)
+        or (not r.question.answerable and r.answered)
+    ]

@@ -4,27 +4,31 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('retrieval', '0002_alter_auditevent_action'),
+        ("retrieval", "0002_alter_auditevent_action"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='EvalRun',
+            name="EvalRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('questions_file', models.CharField(max_length=300)),
-                ('corpus', models.CharField(max_length=300)),
-                ('question_count', models.PositiveIntegerField(default=0)),
-                ('generator', models.CharField(blank=True, max_length=200)),
-                ('embedding_model', models.CharField(max_length=300)),
-                ('figures', models.JSONField(default=dict)),
-                ('misses', models.JSONField(default=list)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("questions_file", models.CharField(max_length=300)),
+                ("corpus", models.CharField(max_length=300)),
+                ("question_count", models.PositiveIntegerField(default=0)),
+                ("generator", models.CharField(blank=True, max_length=200)),
+                ("embedding_model", models.CharField(max_length=300)),
+                ("figures", models.JSONField(default=dict)),
+                ("misses", models.JSONField(default=list)),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
     ]
