@@ -230,6 +230,9 @@ RAG_CHUNK_OVERLAP = env_int("RAG_CHUNK_OVERLAP", 25)
 
 # --- retrieval and answers --------------------------------------------------------------------
 RAG_SEARCH_TOP_K = env_int("RAG_SEARCH_TOP_K", 8)
+# PostgreSQL cancels a search statement running longer than this (0: no limit); the reader is told
+# to ask a shorter question instead of waiting (retrieval.search.SearchTimeout).
+RAG_SEARCH_TIMEOUT_MS = env_int("RAG_SEARCH_TIMEOUT_MS", 5000)
 RAG_RERANKER_MODEL = env("RAG_RERANKER_MODEL")
 RAG_LLM_BASE_URL = env("RAG_LLM_BASE_URL")
 RAG_LLM_MODEL = env("RAG_LLM_MODEL")

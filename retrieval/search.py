@@ -12,7 +12,8 @@ from dataclasses import dataclass, replace
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
-from django.db import connection
+from django.db import OperationalError, connection, transaction
+from rest_framework import exceptions, status
 
 from ingestion import embedding
 from ingestion.chunking import embedding_text
@@ -31,6 +32,22 @@ FTS_WEIGHTS = [0.1, 0.2, 0.4, 0.4]
 # only add to the score of passages found by rarer words: they would match nearly everything.
 COMMON_FRACTION = 0.05
 COMMON_MINIMUM = 50
+# Full-text work grows with the question's distinct words: each one is a counted sub-query. Past
+# this many, only the longest are kept (length is the rarity estimate that costs nothing; the
+# short ones are the generic words). Every development-set question has 14 or fewer (p50 8), so
+# ordinary questions keep every word; a pasted page of 500 words costs what a long question does.
+MAX_QUERY_TERMS = 16
+
+TIMEOUT_MESSAGE = "The search took too long. Try a shorter or more specific question."
+
+
+class SearchTimeout(exceptions.APIException):
+    """The search statement ran past RAG_SEARCH_TIMEOUT_MS and PostgreSQL cancelled it. An
+    APIException, so the API answers 503 with this message; `str()` is fit to show a person."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "search_timeout"
+    default_detail = TIMEOUT_MESSAGE
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,16 @@ class Passage:
     similarity: float | None = None  # cosine similarity of the chunk to the query
     rerank_score: float | None = None  # the cross-encoder's score, when one reordered them
 
+
+# Each word of the question as its own one-word query: the lexeme quoted and escaped (chr(92) is
+# a backslash), never parsed again. At most %(max_terms)s of them, the longest first.
+_TERMS_SQL = f"""
+    SELECT ('''' || replace(replace(lexeme, chr(92), chr(92) || chr(92)), '''', '''''') || '''')
+        ::tsquery AS q
+    FROM unnest(tsvector_to_array(to_tsvector('{FTS_CONFIG}', %(text)s))) AS lexeme
+    ORDER BY length(lexeme) DESC, lexeme
+    LIMIT %(max_terms)s
+"""  # noqa: S608
 
 # Only module constants are formatted into the SQL; every value is a bound parameter.
 _SQL = f"""
@@ -72,14 +99,7 @@ corpus AS (
     FROM ingestion_document d
     WHERE d.status = 'ready' AND d.collection_id = ANY(%(collections)s)
 ),
-terms AS (
-    -- Each word of the question as its own one-word query: the lexeme quoted and escaped
-    -- (chr(92) is a backslash), never parsed again.
-    SELECT DISTINCT
-        ('''' || replace(replace(lexeme, chr(92), chr(92) || chr(92)), '''', '''''') || '''')
-        ::tsquery AS q
-    FROM unnest(tsvector_to_array(to_tsvector('{FTS_CONFIG}', %(text)s))) AS lexeme
-),
+terms AS ({_TERMS_SQL}),
 weighted_terms AS (
     -- Each word weighted by BM25's inverse document frequency over the passages the caller may
     -- read: a word found everywhere ("use", "function") says little, a rare one ("deepcopy") a
@@ -179,6 +199,7 @@ def _query_params(collection_ids: list[int], question: str, mode: str, limit: in
         "fts_weights": FTS_WEIGHTS,
         "common_fraction": COMMON_FRACTION,
         "common_minimum": COMMON_MINIMUM,
+        "max_terms": MAX_QUERY_TERMS,
         "limit": limit,
     }
 
@@ -200,9 +221,7 @@ def search_collections(
     params = _query_params(
         collection_ids, question, mode, max(limit, RERANK_DEPTH) if reranker else limit
     )
-    with connection.cursor() as cursor:
-        cursor.execute(_SQL, params)
-        rows = cursor.fetchall()
+    rows = _run(_SQL, params)
     passages = [Passage(*row[:8], float(row[8]), row[9], row[10], float(row[11])) for row in rows]
     if reranker is not None and passages:
         # The cross-encoder sees what the embedder saw: title and heading path give context.
@@ -212,3 +231,29 @@ def search_collections(
         reranked = sorted(zip(scores, passages, strict=True), key=lambda pair: -pair[0])
         passages = [replace(p, rerank_score=float(s)) for s, p in reranked]
     return passages[:limit]
+
+
+def _run(sql: str, params: dict) -> list[tuple]:
+    """Execute a search statement under RAG_SEARCH_TIMEOUT_MS (set for this transaction only and
+    put back afterwards, so a caller's own transaction keeps its setting)."""
+    timeout_ms = int(settings.RAG_SEARCH_TIMEOUT_MS)
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            previous = None
+            if timeout_ms > 0:
+                cursor.execute(
+                    "SELECT current_setting('statement_timeout'), "
+                    "set_config('statement_timeout', %s, true)",
+                    [f"{timeout_ms}ms"],
+                )
+                previous = cursor.fetchone()[0]
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+            if previous is not None:
+                cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
+            return rows
+    except OperationalError as exc:
+        # psycopg's QueryCanceled (SQLSTATE 57014) is what statement_timeout raises.
+        if getattr(exc.__cause__, "sqlstate", None) == "57014":
+            raise SearchTimeout() from exc
+        raise

@@ -276,3 +276,125 @@ def test_the_search_command_names_an_unknown_collection(two_collections):
 
     with pytest.raises(CommandError, match="No such collection: Nowhere"):
         run_search_command(SECRET_QUESTION, "--collection", "Nowhere")
+
+
+# --- bounded cost: term cap and statement timeout (issue 10) -------------------------------------
+def _plan_nodes(node: dict) -> Iterator[dict]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+def _below_sorts(node: dict) -> dict:
+    """The first node under `node` that is not a Sort (the input a LIMIT ... ORDER BY reads)."""
+    child = node["Plans"][0]
+    while child["Node Type"] == "Sort":
+        child = child["Plans"][0]
+    return child
+
+
+def _many_words(count: int) -> list[str]:
+    """`count` distinct invented words of 4-6 letters, none of them stop words."""
+    letters = "bcdfghjklmnpqrstvwxz"
+    words = []
+    for n in range(count):
+        word = "q"
+        while n or len(word) < 4:
+            n, digit = divmod(n, len(letters))
+            word += letters[digit]
+        words.append(word)
+    return words
+
+
+def test_a_question_of_500_distinct_words_searches_only_the_capped_most_specific_terms(
+    two_collections, reader
+):
+    from django.db import connection
+
+    from retrieval import search as search_module
+
+    question = " ".join(_many_words(500)) + " Aurora satellite launch TANGERINE-7 code?"
+    ids = [two_collections["secret"].pk]
+    executed: list[tuple[str, dict]] = []
+
+    def capture(execute, sql, params, many, context):
+        if "weighted_terms" in sql:
+            executed.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(capture):
+        passages = search_collections(ids, question, mode="fts")
+
+    # The longest words survive the cap: the answer's own code word is among them.
+    assert passages and "TANGERINE-7" in passages[0].text
+    [(sql, params)] = executed
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
+        plan = cursor.fetchone()[0][0]["Plan"]
+    nodes = list(_plan_nodes(plan))
+    lexemes = [n for n in nodes if n.get("Function Name") == "unnest"]
+    assert lexemes and max(n["Actual Rows"] for n in lexemes) > 500  # every word was parsed...
+    capped = [
+        n
+        for n in nodes
+        if n["Node Type"] == "Limit" and _below_sorts(n).get("Function Name") == "unnest"
+    ]
+    # ...but only the cap of them became counted sub-queries.
+    assert capped and all(n["Actual Rows"] == search_module.MAX_QUERY_TERMS for n in capped), [
+        (n["Node Type"], n.get("Actual Rows")) for n in nodes
+    ]
+
+
+def test_search_statements_run_under_the_configured_statement_timeout(two_collections, settings):
+    from django.db import connection
+
+    settings.RAG_SEARCH_TIMEOUT_MS = 1234
+    seen: list[str] = []
+
+    def show_timeout(execute, sql, params, many, context):
+        if "weighted_terms" in sql:
+            with context["connection"].cursor() as cursor:
+                cursor.execute("SHOW statement_timeout")
+                seen.append(cursor.fetchone()[0])
+        return execute(sql, params, many, context)
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        before = cursor.fetchone()[0]
+    with connection.execute_wrapper(show_timeout):
+        assert search_collections([two_collections["public"].pk], SECRET_QUESTION)
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        after = cursor.fetchone()[0]
+
+    assert seen == ["1234ms"]
+    assert after == before  # the caller's transaction keeps its own setting
+
+
+def test_a_search_cancelled_by_the_timeout_raises_a_message_fit_to_show(
+    two_collections, settings, client, reader
+):
+    from django.db import connection
+
+    from retrieval.search import TIMEOUT_MESSAGE, SearchTimeout
+
+    settings.RAG_SEARCH_TIMEOUT_MS = 50
+
+    def slow_statement(execute, sql, params, many, context):
+        if "weighted_terms" in sql:
+            # A statement slower than the limit, run under the limit the search set.
+            execute("SELECT pg_sleep(2)", None, False, context)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(slow_statement):
+        with pytest.raises(SearchTimeout) as raised:
+            search_collections([two_collections["public"].pk], SECRET_QUESTION)
+        # The connection is usable afterwards, and the API says what happened (503, not 500).
+        client.force_login(reader)
+        response = client.post(
+            "/api/v1/search", {"query": SECRET_QUESTION}, content_type="application/json"
+        )
+
+    assert str(raised.value.detail) == TIMEOUT_MESSAGE
+    assert response.status_code == 503
+    assert response.json()["error"] == {"code": "search_timeout", "message": TIMEOUT_MESSAGE}
