@@ -13,12 +13,18 @@ from django.core.management import CommandError, call_command
 
 from ingestion.models import Collection, Document
 from retrieval.evaluation import (
+    AnswerResult,
+    CitedPassage,
+    Question,
+    distinct,
     hit_at_k,
     load_questions,
     ndcg_at_k,
     reciprocal_rank,
     summarize,
+    summarize_answers,
 )
+from retrieval.models import EvalRun
 from tests.documents import write_markdown
 
 
@@ -106,8 +112,19 @@ PAGES = {
     "taxes.md": ("Expense claims", [("Receipts", "Submit travel receipts within 30 days.")]),
 }
 QUESTIONS = [
-    {"id": "t1", "question": "How long should green tea steep?", "doc": "tea.md", "also": []},
-    {"id": "t2", "question": "How often do I oil my bike chain?", "doc": "bikes.md"},
+    {
+        "id": "t1",
+        "question": "How long should green tea steep?",
+        "doc": "tea.md",
+        "also": [],
+        "answer_contains": ["two minutes"],
+    },
+    {
+        "id": "t2",
+        "question": "How often do I oil my bike chain?",
+        "doc": "bikes.md",
+        "answer_contains": ["300 kilometres"],
+    },
     {"id": "t3", "question": "Who won the 1998 chess olympiad?", "doc": None},
 ]
 
@@ -162,7 +179,8 @@ def test_rag_eval_prints_a_readable_table(small_eval_set):
     assert "corpus: 3 documents" in text
     assert "questions: 3 (2 answerable, 1 unanswerable)" in text
     lines = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.strip()}
-    assert lines["hybrid"] == ["1.000", "1.000", "1.000", "1.000"]
+    # Per passage | per distinct document | share with the right page among the passages.
+    assert lines["hybrid"] == ["1.000"] * 4 + ["|"] + ["1.000"] * 4 + ["|", "1.000"]
     assert "unanswerable n=1" in text
 
 
@@ -174,3 +192,92 @@ def test_rag_eval_refuses_missing_inputs(small_eval_set, tmp_path):
         run_eval(str(tmp_path / "nope.jsonl"), "--corpus", str(corpus))
     with pytest.raises(CommandError, match="corpus folder"):
         run_eval(str(questions), "--corpus", str(tmp_path / "nowhere"))
+
+
+# --- answer-level figures ---------------------------------------------------------------------------
+def test_distinct_keeps_each_document_once_at_its_first_position():
+    assert distinct(["a", "a", "b", "a", "c", "b"]) == ["a", "b", "c"]
+    assert hit_at_k(distinct(["x", "x", "x", "a"]), {"a"}, 2) == 1.0  # a passage-level miss
+
+
+def _result(qid, doc, expected, outcome, text, cited, latency=1.0):
+    question = Question(qid, "?", doc, (), tuple(expected))
+    return AnswerResult(
+        question, outcome, text, tuple(CitedPassage(d, t) for d, t in cited), latency
+    )
+
+
+def test_answer_figures_are_counted_over_the_right_questions():
+    results = [
+        # Right text, cites the right page and a wrong one: precision 1/2.
+        _result("a", "a.md", ["42"], "answered", "It is 42 [1]", [("a.md", "is 42"), ("b.md", "")]),
+        # Declined although answerable: counts against answered, text and citation figures.
+        _result("b", "b.md", ["x"], "no_answer", "I cannot answer", []),
+        # Answered with the wrong text but a cited passage that holds it.
+        _result("c", "c.md", ["blue", "sky"], "answered", "The sky [1]", [("c.md", "blue sky")]),
+        # Unanswerable: one declined, one answered anyway.
+        _result("d", None, [], "no_answer", "I cannot answer", [], latency=3.0),
+        _result("e", None, [], "answered", "Something [1]", [("a.md", "")], latency=5.0),
+    ]
+
+    m = summarize_answers(results)
+
+    assert (m.answerable, m.unanswerable) == (3, 2)
+    assert m.answered == pytest.approx(2 / 3)
+    assert m.declined == pytest.approx(1 / 2)
+    assert m.text_contains == pytest.approx(1 / 3)  # "blue" is missing from c's text
+    assert m.citation_contains == pytest.approx(2 / 3)
+    assert m.cited_right_document == pytest.approx(2 / 3)
+    assert m.citation_precision == pytest.approx((1 / 2 + 1) / 2)  # over a and c only
+    assert m.latency_p50_s == 1.0 and m.latency_p95_s == 5.0
+
+
+@pytest.mark.django_db
+def test_rag_eval_answers_runs_the_answer_path_and_stores_the_run(small_eval_set, settings):
+    settings.RAG_LLM_BASE_URL = ""  # the extractive CPU default
+    questions, corpus = small_eval_set
+
+    report = json.loads(run_eval(str(questions), "--corpus", str(corpus), "--answers", "--json"))
+
+    assert report["generator"] == "extractive"
+    answers = report["answers"]
+    assert (answers["answerable"], answers["unanswerable"]) == (2, 1)
+    assert answers["answered"] == 1.0 and answers["declined"] == 1.0
+    assert answers["text_contains"] == 1.0 and answers["citation_precision"] == 1.0
+    by_id = {q["id"]: q for q in report["answer_questions"]}
+    assert "two minutes" in by_id["t1"]["answer"] and by_id["t1"]["cited"] == ["tea.md"]
+    assert by_id["t3"]["outcome"] == "no_answer" and by_id["t3"]["cited"] == []
+    assert report["distinct_metrics"]["hybrid"]["hit_at_1"] == 1.0
+    run = EvalRun.objects.get()
+    assert run.generator == "extractive" and run.question_count == 3
+    assert run.figures["answers"]["text_contains"] == 1.0
+    assert run.misses == []
+    # The evaluation account's conversations are not left behind.
+    from retrieval.models import Conversation
+
+    assert not Conversation.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_quality_page_charts_runs_for_admins_only(client, admin_user, user):
+    for value in (0.5, 0.75):
+        EvalRun.objects.create(
+            questions_file="q.jsonl",
+            corpus="corpus/",
+            question_count=4,
+            generator="extractive",
+            embedding_model="minilm",
+            figures={"answers": {"text_contains": value, "latency_p95_s": 0.8}},
+            misses=[{"id": "q9", "question": "Where is <b>it</b>?", "outcome": "answered"}],
+        )
+    client.force_login(user)
+    assert client.get("/console/quality/").status_code == 403
+
+    client.force_login(admin_user)
+    page = client.get("/console/quality/").content.decode()
+
+    assert page.count("<polyline") == 1  # only the figure both runs have is charted
+    assert "0.75" in page and "0.50" in page
+    run = EvalRun.objects.first()
+    detail = client.get(f"/console/quality/{run.pk}/").content.decode()
+    assert "q9" in detail and "Where is &lt;b&gt;it&lt;/b&gt;?" in detail
