@@ -72,7 +72,11 @@ class Document(models.Model):
     error = models.TextField(blank=True)
     page_count = models.PositiveIntegerField(null=True, blank=True)
     chunk_count = models.PositiveIntegerField(default=0)
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)  # processing runs started, ever
+    # Runs started since the document last finished (ready or failed) or a person retried it. A
+    # run that dies with its worker (out of memory, killed) never finishes, so this counts the
+    # times the document stopped a worker; at RAG_MAX_ATTEMPTS it fails instead of running again.
+    unfinished_runs = models.PositiveIntegerField(default=0)
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

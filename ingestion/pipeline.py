@@ -10,10 +10,12 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from ingestion import embedding
@@ -38,43 +40,132 @@ def process_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def ingest(document_id: int) -> IngestResult:
-    """Process one document to `ready` or `failed`. Transient errors (database, OS) propagate so
-    the caller can retry; a bad file never raises."""
+# SQLSTATEs of a lost or refused connection: class 08, and the server shutting down or starting.
+_CONNECTION_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether running the same work again later can succeed: only a lost connection (to the
+    database, or a socket-level ConnectionError to a broker or model server). Everything else,
+    IntegrityError and ProgrammingError included, fails the same way every time."""
+    if isinstance(exc, InterfaceError | ConnectionError):
+        return True
+    if isinstance(exc, OperationalError):
+        # Django wraps the driver's error; a failed connect has no SQLSTATE at all.
+        cause = exc.__cause__ or exc
+        sqlstate = getattr(cause, "sqlstate", None)
+        return sqlstate is None or sqlstate.startswith(_CONNECTION_SQLSTATES)
+    return False
+
+
+def unexpected_error_reason(exc: BaseException) -> str:
+    """What the console shows for a failure that is no fault of the file's format."""
+    detail = " ".join(str(exc).split())[:300]
+    return (
+        f"Unexpected error ({type(exc).__name__}): {detail}"
+        if detail
+        else (f"Unexpected error ({type(exc).__name__}).")
+    )
+
+
+def stopped_worker_reason(times: int) -> str:
+    return (
+        f"Processing this file stopped the worker {times} time{'s' if times != 1 else ''}: "
+        "too large or malformed. "
+        "It is not retried automatically; Retry it once the cause is fixed "
+        "(a smaller file, or more memory for the worker)."
+    )
+
+
+def is_stalled(document: Document) -> bool:
+    """A `processing` document no worker is working on any more: its claimant was a process of
+    this machine that is gone, or it has run past the task time limit (the worker would have
+    stopped it)."""
+    if document.status != Document.Status.PROCESSING:
+        return False
+    started = document.processing_started_at
+    limit = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+    if started is not None and timezone.now() - started > limit:
+        return True
+    host, _, pid = document.claimed_by.rpartition(":")
+    if host == socket.gethostname():
+        import psutil
+
+        return not pid.isdigit() or not psutil.pid_exists(int(pid))
+    return False
+
+
+def ingest(document_id: int, propagate: tuple[type[BaseException], ...] = ()) -> IngestResult:
+    """Process one document to `ready` or `failed`, with the reason. Only a lost connection
+    propagates (`is_transient`), so that the caller can retry, as do the `propagate` exceptions
+    (the task's time limit); a bad file or a bug ends the document `failed`, never `processing`.
+
+    A redelivered message for a ready document does nothing. A document whose unfinished runs
+    reached RAG_MAX_ATTEMPTS (it stopped the worker each time) fails instead of running again,
+    and stays failed whatever message comes, until a person retries it (services.reingest).
+    """
     started = time.monotonic()
-    updated = Document.objects.filter(pk=document_id).exclude(status=Document.Status.READY)
-    claimed = updated.update(
+    claimable = Document.objects.filter(
+        pk=document_id, unfinished_runs__lt=settings.RAG_MAX_ATTEMPTS
+    ).exclude(status=Document.Status.READY)
+    claimed = claimable.update(
         status=Document.Status.PROCESSING,
         processing_started_at=timezone.now(),
         claimed_by=process_identity(),
         error="",
+        attempts=F("attempts") + 1,
+        unfinished_runs=F("unfinished_runs") + 1,
     )
     document = Document.objects.filter(pk=document_id).first()
     if document is None:
         return IngestResult(document_id, "deleted")
     if not claimed:
-        # Already ready: a redelivered message after success. Nothing to redo.
-        return IngestResult(document_id, document.status, document.chunk_count, document.page_count)
-    Document.objects.filter(pk=document_id).update(attempts=document.attempts + 1)
-
-    try:
-        path = Path(document.file.path)
-        if not path.exists():
-            raise ParseError("The stored file is missing; upload it again.")
-        parsed = parse(path, document.content_type)
-        drafts = chunk_document(
-            parsed,
-            count_tokens=embedding.count_tokens,
-            max_tokens=settings.RAG_CHUNK_TOKENS,
-            overlap_tokens=settings.RAG_CHUNK_OVERLAP,
-            model_max_tokens=embedding.max_tokens(),
-        )
-        if not drafts:
-            raise ParseError(
-                "No extractable text (a scanned document needs OCR, which is not enabled)."
+        if document.status in {Document.Status.QUEUED, Document.Status.PROCESSING}:
+            return _fail(
+                document_id,
+                stopped_worker_reason(document.unfinished_runs),
+                started,
+                keep_count=True,
             )
+        # Ready, or failed for stopping the worker: a redelivered message. Nothing to redo.
+        return IngestResult(
+            document_id,
+            document.status,
+            document.chunk_count,
+            document.page_count,
+            error=document.error,
+        )
+    try:
+        return _process(document, started)
     except ParseError as exc:
         return _fail(document_id, str(exc), started)
+    except propagate:
+        raise
+    except Exception as exc:
+        if is_transient(exc):
+            _release(document_id)
+            raise
+        logger.exception("document %s failed unexpectedly", document_id)
+        return _fail(document_id, unexpected_error_reason(exc), started)
+
+
+def _process(document: Document, started: float) -> IngestResult:
+    document_id = document.pk
+    path = Path(document.file.path)
+    if not path.exists():
+        raise ParseError("The stored file is missing; upload it again.")
+    parsed = parse(path, document.content_type)
+    drafts = chunk_document(
+        parsed,
+        count_tokens=embedding.count_tokens,
+        max_tokens=settings.RAG_CHUNK_TOKENS,
+        overlap_tokens=settings.RAG_CHUNK_OVERLAP,
+        model_max_tokens=embedding.max_tokens(),
+    )
+    if not drafts:
+        raise ParseError(
+            "No extractable text (a scanned document needs OCR, which is not enabled)."
+        )
 
     title = document.title or parsed.title or Path(document.original_name).stem
     vectors = embedding.embed_texts([embedding_text(title, d.heading, d.text) for d in drafts])
@@ -106,6 +197,8 @@ def ingest(document_id: int) -> IngestResult:
         locked.page_count = parsed.page_count
         locked.error = ""
         locked.processed_at = timezone.now()
+        locked.unfinished_runs = 0
+        locked.claimed_by = ""
         locked.save(
             update_fields=[
                 "status",
@@ -114,6 +207,8 @@ def ingest(document_id: int) -> IngestResult:
                 "page_count",
                 "error",
                 "processed_at",
+                "unfinished_runs",
+                "claimed_by",
                 "updated_at",
             ]
         )
@@ -122,11 +217,20 @@ def ingest(document_id: int) -> IngestResult:
     return IngestResult(document_id, Document.Status.READY, len(drafts), parsed.page_count, seconds)
 
 
-def _fail(document_id: int, reason: str, started: float) -> IngestResult:
+def _fail(document_id: int, reason: str, started: float, keep_count: bool = False) -> IngestResult:
+    """End a document `failed`. The run finished, so its count of unfinished runs goes back to
+    0, except for a document given up on for stopping the worker (`keep_count`): the count is
+    what keeps any later message from running it again."""
+    counted = {} if keep_count else {"unfinished_runs": 0}
     with transaction.atomic():
         Chunk.objects.filter(document_id=document_id).delete()
         Document.objects.filter(pk=document_id).update(
-            status=Document.Status.FAILED, error=reason, chunk_count=0, processed_at=timezone.now()
+            status=Document.Status.FAILED,
+            error=reason,
+            chunk_count=0,
+            processed_at=timezone.now(),
+            claimed_by="",
+            **counted,
         )
     logger.info("document %s failed: %s", document_id, reason)
     return IngestResult(
@@ -134,6 +238,33 @@ def _fail(document_id: int, reason: str, started: float) -> IngestResult:
     )
 
 
+def _release(document_id: int) -> None:
+    """Give a claim back after a lost connection: the retry is not a run that stopped a worker.
+    Best effort: with the database gone, the claim stays and the retry counts it."""
+    try:
+        Document.objects.filter(pk=document_id, status=Document.Status.PROCESSING).update(
+            status=Document.Status.QUEUED,
+            claimed_by="",
+            unfinished_runs=F("unfinished_runs") - 1,
+        )
+    except Exception:  # noqa: BLE001  (the original error is the one worth raising)
+        logger.warning("could not release document %s after a lost connection", document_id)
+
+
 def mark_failed(document_id: int, reason: str) -> None:
-    """Give up on a document after its retries ran out (called by the task)."""
-    _fail(document_id, reason, time.monotonic())
+    """End a document the task gave up on (retries spent, time limit, a crash in the task). A
+    document that meanwhile became ready or failed is left as it is."""
+    if Document.objects.filter(
+        pk=document_id, status__in=[Document.Status.QUEUED, Document.Status.PROCESSING]
+    ).exists():
+        _fail(document_id, reason, time.monotonic())
+
+
+def give_up_on_stuck(document: Document) -> bool:
+    """For the automatic requeue of stuck work: fail a document that already stopped the worker
+    RAG_MAX_ATTEMPTS times (True) rather than queue it again (False)."""
+    if document.unfinished_runs < settings.RAG_MAX_ATTEMPTS:
+        return False
+    reason = stopped_worker_reason(document.unfinished_runs)
+    _fail(document.pk, reason, time.monotonic(), keep_count=True)
+    return True

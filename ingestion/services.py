@@ -189,13 +189,19 @@ def create_collection(
     return collection
 
 
-def reingest(documents: Iterable[Document]) -> int:
+def reingest(documents: Iterable[Document], *, fresh_attempts: bool = True) -> int:
     """Queue documents to be processed again (retry a failure, re-index after a model change).
-    Re-ingest replaces a document's chunks in one transaction, so it never duplicates them."""
+    Re-ingest replaces a document's chunks in one transaction, so it never duplicates them.
+
+    A person's retry gives a document RAG_MAX_ATTEMPTS fresh attempts; the automatic requeue of
+    stuck work (`fresh_attempts=False`) does not, so a file that keeps stopping the worker ends."""
     count = 0
+    fields = {"status": Document.Status.QUEUED, "error": ""}
+    if fresh_attempts:
+        fields["unfinished_runs"] = 0
     with transaction.atomic():
         for document in documents:
-            Document.objects.filter(pk=document.pk).update(status=Document.Status.QUEUED, error="")
+            Document.objects.filter(pk=document.pk).update(**fields)
             _enqueue_after_commit(document.pk)
             count += 1
     return count
@@ -233,8 +239,14 @@ def _abandoned_on_this_host() -> list[Document]:
 
 
 def requeue_stuck(older_than: timedelta, include_queued: bool = True) -> list[Document]:
-    documents = stuck_documents(older_than, include_queued)
-    reingest(documents)
+    """Queue stuck documents again, except those that already stopped the worker
+    RAG_MAX_ATTEMPTS times: they fail with that reason. Returns the documents queued."""
+    from ingestion import pipeline
+
+    documents = [
+        d for d in stuck_documents(older_than, include_queued) if not pipeline.give_up_on_stuck(d)
+    ]
+    reingest(documents, fresh_attempts=False)
     return documents
 
 

@@ -105,3 +105,37 @@ def test_a_worker_killed_mid_document_leaves_it_to_be_redone(tmp_path, private_q
     assert document.chunk_count == Chunk.objects.filter(document_id=doc_id).count() > 100
     ordinals = list(Chunk.objects.filter(document_id=doc_id).values_list("ordinal", flat=True))
     assert sorted(ordinals) == list(range(len(ordinals)))
+
+
+def test_a_document_that_keeps_killing_the_worker_fails_and_is_not_retried(tmp_path, private_queue):
+    """RAG_MAX_ATTEMPTS=1: the first run that dies with its worker is the last."""
+    queue = {**private_queue, "env": {**private_queue["env"], "RAG_MAX_ATTEMPTS": "1"}}
+    collection = make_collection("Poison")
+    path = tmp_path / "long.txt"
+    path.write_text(
+        "\n\n".join(f"Paragraph {i} is about subject {i} at length. " * 6 for i in range(1500))
+    )
+
+    first = start_worker(queue, tmp_path / "first.log")
+    try:
+        doc_id = register(collection, path)
+        deadline = time.monotonic() + 120
+        while Document.objects.get(pk=doc_id).status != "processing":
+            assert time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-2000:]
+            time.sleep(0.2)
+    finally:
+        stop_worker(first, signal.SIGKILL)  # as the out-of-memory killer would
+    assert Document.objects.get(pk=doc_id).status == "processing"
+
+    second = start_worker(queue, tmp_path / "second.log")
+    try:
+        deadline = time.monotonic() + 120
+        while (document := Document.objects.get(pk=doc_id)).status == "processing":
+            assert time.monotonic() < deadline, (tmp_path / "second.log").read_text()[-2000:]
+            time.sleep(0.3)
+    finally:
+        stop_worker(second)
+    assert document.status == "failed"
+    assert "stopped the worker 1 time: too large or malformed" in document.error
+    assert document.attempts == 1  # never run again
+    assert not Chunk.objects.filter(document_id=doc_id).exists()

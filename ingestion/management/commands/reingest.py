@@ -31,8 +31,10 @@ class Command(BaseCommand):
         if not (ids or stuck or failed or collection):
             raise CommandError("Say which documents: ids, --stuck, --failed or --collection NAME.")
         documents: list[Document] = []
+        requeued: list[Document] = []
         if stuck:
-            documents += services.stuck_documents(timedelta(minutes=older_than))
+            # Not a fresh start: a document that stopped the worker too often fails instead.
+            requeued = services.requeue_stuck(timedelta(minutes=older_than))
         if failed:
             documents += list(Document.objects.filter(status=Document.Status.FAILED))
         if collection:
@@ -42,6 +44,7 @@ class Command(BaseCommand):
                 raise CommandError(f"No collection named {collection!r}.") from exc
         if ids:
             documents += list(Document.objects.filter(pk__in=ids))
-        unique = list({d.pk: d for d in documents}.values())
-        count = services.reingest(unique)
+        done = {d.pk for d in requeued}
+        unique = [d for d in {d.pk: d for d in documents}.values() if d.pk not in done]
+        count = len(requeued) + services.reingest(unique)
         self.stdout.write(f"Queued {count} documents.")
