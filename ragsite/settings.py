@@ -256,6 +256,10 @@ RAG_LLM_MAX_ANSWER_TOKENS = env_int("RAG_LLM_MAX_ANSWER_TOKENS", 768)
 # tokens are added to the answer's max_tokens and kept free of prompt. 0 for a model that does not
 # think; raise it for one that thinks long (an answer cut off mid-thought fails visibly).
 RAG_LLM_REASONING_TOKENS = env_int("RAG_LLM_REASONING_TOKENS", 1024)
+# Reasoning models think before answering (the thinking is never shown or stored): this many
+# tokens are added to the answer's max_tokens and kept free of prompt. 0 for a model that does not
+# think; raise it for one that thinks long (an answer cut off mid-thought fails visibly).
+RAG_LLM_REASONING_TOKENS = env_int("RAG_LLM_REASONING_TOKENS", 1024)
 RAG_LLM_TEMPERATURE = env_float("RAG_LLM_TEMPERATURE", 0.1)
 # Below this cosine similarity of the best passage, answer "nothing relevant found" without
 # calling the model. Dev eval set (73 questions, 100 pages, all-MiniLM-L6-v2): answerable

@@ -44,7 +44,7 @@ class AnswerEvent:
     """One event of a streamed answer, in this order: one `meta`, any number of `token`s, one
     `citations`, one `done` (or an `error` instead of the rest)."""
 
-    kind: str  # meta | token | citations | done | error
+    kind: str  # meta | token | citations | done | error (| thinking: the model is thinking)
     text: str = ""  # token: the text piece; error: a message fit to show a person
     conversation_id: int | None = None  # meta
     message_id: int | None = None  # meta (the assistant message being written)
@@ -314,7 +314,14 @@ def _stream(
             generator = llm.get_generator()
             generator_name = generator.name
             markers = MarkerFilter(len(prompt.passages))
+            thinking = False  # a reasoning model thinks first: the reader is told, once a stretch
             for piece in generator.stream(prompt.messages, prompt.passages, query=query):
+                if isinstance(piece, llm.Thinking):
+                    if not thinking:
+                        yield AnswerEvent("thinking")
+                    thinking = True
+                    continue
+                thinking = False
                 if text := markers.feed(piece):
                     text_parts.append(text)
                     yield AnswerEvent("token", text=text)

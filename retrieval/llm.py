@@ -3,6 +3,12 @@ implementations: an OpenAI-compatible client (vLLM, llama.cpp server) and the ex
 
 `get_generator()` picks one from settings. Both stream text pieces with [n] markers that number the
 passages they were given, so citations and streaming follow one code path whichever answers.
+
+Reasoning models think before they answer: vLLM's reasoning parser sends the thinking as
+`delta.reasoning_content` (or `delta.reasoning`), without it the model writes `<think>…</think>`
+into the content. Neither reaches the caller: the stream yields `THINKING` (an empty string that
+says "the model is thinking") in its place, so readers, stored answers and the citation parser
+only ever see the answer.
 """
 
 from __future__ import annotations
@@ -45,6 +51,76 @@ class LLMConfigurationError(ImproperlyConfigured):
     """RAG_LLM_BASE_URL points somewhere it may not (outside loopback and the egress allow-list)."""
 
 
+class Thinking(str):
+    """The type of `THINKING`: a piece of no text, yielded while the model thinks."""
+
+
+THINKING = Thinking("")
+
+_OPEN, _CLOSE = "<think>", "</think>"
+
+
+class ThinkFilter:
+    """Removes `<think>…</think>` from streamed content, across piece boundaries ("<thi" + "nk>"
+    is a tag). `feed` returns the visible text of a piece and whether any of it was thinking;
+    `flush` ends the stream: an unclosed `<think>` yields nothing of what followed it. Leading
+    whitespace of the answer (the blank line after `</think>`) is dropped. Linear in the input:
+    at most a tag's length is held back between pieces."""
+
+    def __init__(self) -> None:
+        self.inside = False
+        self._carry = ""  # the end of the last piece, when it may start a tag
+        self._started = False  # visible text has begun
+
+    def feed(self, piece: str) -> tuple[str, bool]:
+        text, self._carry = self._carry + piece, ""
+        out: list[str] = []
+        thought = False
+        while text:
+            tag = _CLOSE if self.inside else _OPEN
+            index = text.find(tag)
+            if index >= 0:
+                if not self.inside:
+                    out.append(text[:index])
+                thought = True
+                self.inside = not self.inside
+                text = text[index + len(tag) :]
+                continue
+            keep = _partial_tag_length(text, tag)
+            if self.inside:
+                thought = thought or len(text) > keep
+            else:
+                out.append(text[: len(text) - keep])
+            self._carry = text[len(text) - keep :] if keep else ""
+            break
+        return self._visible("".join(out)), thought
+
+    def flush(self) -> str:
+        carry, self._carry = self._carry, ""
+        return "" if self.inside else self._visible(carry)
+
+    def _visible(self, text: str) -> str:
+        if not self._started:
+            text = text.lstrip()
+            self._started = bool(text)
+        return text
+
+
+def _partial_tag_length(text: str, tag: str) -> int:
+    """The length of the longest end of `text` that is a proper beginning of `tag`."""
+    for length in range(min(len(tag) - 1, len(text)), 0, -1):
+        if text.endswith(tag[:length]):
+            return length
+    return 0
+
+
+def strip_thinking(text: str) -> str:
+    """A whole (non-streamed) reply without its `<think>` blocks."""
+    think = ThinkFilter()
+    visible, _ = think.feed(text)
+    return (visible + think.flush()).strip()
+
+
 class Generator(Protocol):
     name: str  # stored in Message.generator
 
@@ -81,7 +157,7 @@ def get_generator() -> Generator:
         api_key=settings.RAG_LLM_API_KEY,
         timeout=settings.RAG_LLM_TIMEOUT,
         connect_timeout=settings.RAG_LLM_CONNECT_TIMEOUT,
-        max_tokens=settings.RAG_LLM_MAX_ANSWER_TOKENS,
+        max_tokens=settings.RAG_LLM_MAX_ANSWER_TOKENS + settings.RAG_LLM_REASONING_TOKENS,
         temperature=settings.RAG_LLM_TEMPERATURE,
     )
 
@@ -162,7 +238,8 @@ class OpenAICompatibleGenerator:
         body = self._body(messages, stream=False, max_tokens=max_tokens)
         response = self._request("POST", "/chat/completions", json=body)
         try:
-            return response.json()["choices"][0]["message"]["content"] or ""
+            # reasoning_content, if the server splits it off, is simply not read.
+            return strip_thinking(response.json()["choices"][0]["message"]["content"] or "")
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise ModelUnavailable(f"unexpected completion {response.text[:200]!r}") from exc
 
@@ -178,8 +255,36 @@ class OpenAICompatibleGenerator:
     def stream(
         self, messages: list[dict], passages: Sequence[Passage] = (), *, query: str = ""
     ) -> Iterator[str]:
-        """Text pieces as the server produces them. Raises ModelUnavailable on any failure; a
-        failure after the first piece is never retried (the reader has seen part of it)."""
+        """The answer's text pieces as the server produces them, `THINKING` while it thinks.
+        Raises ModelUnavailable on any failure; a failure after the first piece is never retried
+        (the reader has seen part of it)."""
+        think = ThinkFilter()
+        visible = False
+        finish = ""
+        for piece in self._raw_stream(messages):
+            if isinstance(piece, Thinking):
+                yield THINKING
+                continue
+            if isinstance(piece, _Finish):
+                finish = piece.reason
+                continue
+            text, thought = think.feed(piece)
+            if thought:
+                yield THINKING
+            if text:
+                visible = True
+                yield text
+        if text := think.flush():
+            visible = True
+            yield text
+        if not visible and finish == "length":
+            # Every token went to thinking: an empty answer would look like "nothing to say".
+            raise ModelUnavailable(
+                "the answer budget ran out while the model was thinking; "
+                "raise RAG_LLM_REASONING_TOKENS"
+            )
+
+    def _raw_stream(self, messages: list[dict]) -> Iterator[str]:
         body = self._body(messages, stream=True)
         url = self.base_url + "/chat/completions"
         for attempt in range(CONNECT_RETRIES + 1):
@@ -212,8 +317,17 @@ def _raise_for_status(response: httpx.Response, what: str) -> None:
         raise ModelUnavailable(f"{what} answered {response.status_code}: {response.text[:300]!r}")
 
 
+class _Finish(str):
+    """A choice's finish_reason, passed from the event reader to `stream` (never yielded out)."""
+
+    @property
+    def reason(self) -> str:
+        return str(self)
+
+
 def _read_events(response: httpx.Response) -> Iterator[str]:
-    """Content pieces of an SSE chat-completion stream, up to `data: [DONE]`."""
+    """Content pieces of an SSE chat-completion stream, up to `data: [DONE]`; `THINKING` for a
+    reasoning delta, a `_Finish` for the finish reason."""
     finished = False
     for line in response.iter_lines():
         if not line.startswith("data:"):
@@ -228,11 +342,15 @@ def _read_events(response: httpx.Response) -> Iterator[str]:
         if "error" in event:
             raise ModelUnavailable(f"error event {payload[:300]!r}")
         for choice in event.get("choices") or []:
-            piece = (choice.get("delta") or {}).get("content")
+            delta = choice.get("delta") or {}
+            if delta.get("reasoning_content") or delta.get("reasoning"):
+                yield THINKING  # the text of the thinking is never kept
+            piece = delta.get("content")
             if piece:
                 yield piece
             if choice.get("finish_reason"):
                 finished = True
+                yield _Finish(choice["finish_reason"])
     if not finished:
         # The connection closed before [DONE] and before any finish_reason: a broken-off answer.
         raise ModelUnavailable("stream ended before [DONE]")

@@ -120,7 +120,10 @@ def build_prompt(
     quarter of what is left, the passages the rest.
     """
     context_tokens = context_tokens or settings.RAG_LLM_CONTEXT_TOKENS
-    answer_tokens = answer_tokens or settings.RAG_LLM_MAX_ANSWER_TOKENS
+    # A reasoning model's thinking shares the answer's room (RAG_LLM_REASONING_TOKENS).
+    answer_tokens = answer_tokens or (
+        settings.RAG_LLM_MAX_ANSWER_TOKENS + settings.RAG_LLM_REASONING_TOKENS
+    )
     fixed = (
         estimate_tokens(SYSTEM_PROMPT)
         + estimate_tokens(user_message([], question))

@@ -155,6 +155,9 @@
             article.id = "m" + event.data.message_id;
             history.replaceState(null, "", "/c/" + conversationId + "/");
           } else if (event.kind === "token") {
+            // "Thinking…" stays until the first words arrive (a reasoning model may think long).
+            const thinking = answerBody.querySelector("[data-thinking]");
+            if (thinking) thinking.remove();
             answerBody.appendChild(document.createTextNode(event.data.text));
             scrollToEnd();
           } else if (event.kind === "done" || event.kind === "error") {

@@ -42,6 +42,10 @@ class FakeOpenAIServer:
     failure: None | "500" | "hang" | "close_mid_stream" | "no_done" | "401"
     delay: seconds to wait before answering; piece_delay: between streamed pieces
     piece_chars: size of each streamed piece
+    reasoning: thinking the model does before answering ("" for none), sent as
+      reasoning_form "reasoning_content" | "reasoning" (vLLM's reasoning parser: a delta field)
+      or "tags" (no parser: "<think>…</think>" at the start of the content)
+    finish_reason: what the last event says ("stop", or "length" for a cut-off answer)
     """
 
     answer: str | Callable[[dict], str] = "The answer is in the documents [1]."
@@ -49,6 +53,9 @@ class FakeOpenAIServer:
     delay: float = 0.0
     piece_delay: float = 0.0
     piece_chars: int = 4
+    reasoning: str = ""
+    reasoning_form: str = "reasoning_content"
+    finish_reason: str = "stop"
     models: list[str] = field(default_factory=lambda: [MODEL_ID])
     requests: list[RecordedRequest] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
@@ -143,9 +150,18 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if self._fail_early():
             return
-        text = self.server_fake.reply_for(body)
+        fake = self.server_fake
+        text = fake.reply_for(body)
         model = body.get("model", MODEL_ID)
+        reasoning_field = ""
+        if fake.reasoning and fake.reasoning_form == "tags":
+            text = f"<think>{fake.reasoning}</think>\n\n{text}"
+        elif fake.reasoning:
+            reasoning_field = fake.reasoning_form
         if not body.get("stream"):
+            message = {"role": "assistant", "content": text}
+            if reasoning_field:
+                message[reasoning_field] = fake.reasoning
             self._json(
                 200,
                 {
@@ -156,14 +172,14 @@ class _Handler(BaseHTTPRequestHandler):
                     "choices": [
                         {
                             "index": 0,
-                            "message": {"role": "assistant", "content": text},
-                            "finish_reason": "stop",
+                            "message": message,
+                            "finish_reason": fake.finish_reason,
                         }
                     ],
                 },
             )
             return
-        self._stream(text, model)
+        self._stream(text, model, reasoning_field)
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
@@ -179,13 +195,17 @@ class _Handler(BaseHTTPRequestHandler):
         }
         self._chunk(f"data: {json.dumps(payload)}\n\n".encode())
 
-    def _stream(self, text: str, model: str) -> None:
+    def _stream(self, text: str, model: str, reasoning_field: str = "") -> None:
         fake = self.server_fake
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         self._event(model, {"role": "assistant", "content": ""})
+        if reasoning_field:
+            reasoning = fake.reasoning
+            for i in range(0, len(reasoning), fake.piece_chars):
+                self._event(model, {reasoning_field: reasoning[i : i + fake.piece_chars]})
         pieces = [text[i : i + fake.piece_chars] for i in range(0, len(text), fake.piece_chars)]
         for index, piece in enumerate(pieces):
             if fake.failure == "close_mid_stream" and index == max(1, len(pieces) // 2):
@@ -200,7 +220,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fake.failure == "no_done":
             self._chunk(b"")
             return
-        self._event(model, {}, finish="stop")
+        self._event(model, {}, finish=fake.finish_reason)
         self._chunk(b"data: [DONE]\n\n")
         self._chunk(b"")  # end of the chunked body
 

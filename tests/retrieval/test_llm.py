@@ -39,6 +39,7 @@ def test_streams_the_answer_piece_by_piece_over_sse(fake_llm):
 def test_sends_answer_limits_from_settings_and_the_api_key(fake_llm, settings):
     settings.RAG_LLM_API_KEY = "s3cret"
     settings.RAG_LLM_MAX_ANSWER_TOKENS = 123
+    settings.RAG_LLM_REASONING_TOKENS = 0  # a model that does not think
     settings.RAG_LLM_TEMPERATURE = 0.0
 
     list(llm.get_generator().stream(MESSAGES, []))
