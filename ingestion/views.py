@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -16,9 +17,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from ingestion import services
+from ingestion import pipeline, services
 from ingestion.forms import CollectionForm
 from ingestion.models import Collection, Document
 from ingestion.permissions import can_create_collections, managed_collections
@@ -37,6 +39,7 @@ class Counters:
     failed: int
     chunks: int
     disk_bytes: int
+    stalled: int = 0  # of `processing`: no worker works on them any more
 
     @property
     def documents(self) -> int:
@@ -50,10 +53,13 @@ class Counters:
 def counters(collections: QuerySet[Collection]) -> Counters:
     """Documents by status, chunks and disk used, over the given collections."""
     by_status = {status: Count("pk", filter=Q(status=status)) for status in Document.Status.values}
-    totals = Document.objects.filter(collection__in=collections).aggregate(
-        **by_status, chunks=Sum("chunk_count"), disk_bytes=Sum("size")
+    documents = Document.objects.filter(collection__in=collections)
+    totals = documents.aggregate(**by_status, chunks=Sum("chunk_count"), disk_bytes=Sum("size"))
+    processing = documents.filter(status=Document.Status.PROCESSING).only(
+        "status", "processing_started_at", "claimed_by"
     )
     return Counters(
+        stalled=sum(pipeline.is_stalled(d) for d in processing),
         queued=totals["queued"],
         processing=totals["processing"],
         ready=totals["ready"],
@@ -83,9 +89,18 @@ def _managed_document_or_404(request: HttpRequest, pk: int) -> Document:
 
 
 def _documents(collection: Collection | None) -> list[Document]:
+    """The newest documents, each marked `stalled` when it shows `processing` but no worker
+    works on it any more (the console then offers Retry)."""
     if collection is None:
         return []
-    return list(collection.documents.defer("sha256")[:DOCUMENT_ROWS])
+    documents = list(collection.documents.defer("sha256")[:DOCUMENT_ROWS])
+    for document in documents:
+        document.stalled = pipeline.is_stalled(document)
+    return documents
+
+
+def _time_limit_minutes() -> int:
+    return max(round(settings.CELERY_TASK_TIME_LIMIT / 60), 1)
 
 
 def _console_url(collection: Collection | None) -> str:
@@ -113,6 +128,7 @@ def _render_home(request: HttpRequest, form: CollectionForm, status: int = 200) 
         "collections": collections,
         "current": current,
         "documents": _documents(current),
+        "time_limit_minutes": _time_limit_minutes(),
         "counters": counters(managed),
         "form": form if can_create_collections(request.user) else None,
         "max_upload_mb": services.max_upload_bytes() // (1024 * 1024),
@@ -142,11 +158,21 @@ def create_collection(request: HttpRequest) -> HttpResponse:
 
 
 def _document_json(document: Document) -> dict:
+    stalled = getattr(document, "stalled", None)
+    if stalled is None:
+        stalled = pipeline.is_stalled(document)
+    started = document.processing_started_at
+    processing = document.status == Document.Status.PROCESSING and started is not None
     return {
         "id": document.pk,
         "name": document.original_name,
         "status": document.status,
-        "status_label": document.get_status_display(),
+        "status_label": "Stalled" if stalled else document.get_status_display(),
+        "stalled": stalled,
+        # How long it has been processing, so a stuck document does not look busy forever.
+        "processing_seconds": int((timezone.now() - started).total_seconds())
+        if processing
+        else None,
         "error": document.error,
         "page_count": document.page_count,
         "chunk_count": document.chunk_count,
@@ -219,7 +245,13 @@ def status(request: HttpRequest) -> JsonResponse:
                 "console/_counters.html", {"counters": counters(managed)}, request
             ),
             "documents_html": render_to_string(
-                "console/_documents.html", {"documents": documents, "current": current}, request
+                "console/_documents.html",
+                {
+                    "documents": documents,
+                    "current": current,
+                    "time_limit_minutes": _time_limit_minutes(),
+                },
+                request,
             ),
             "documents": {str(d.pk): _document_json(d) for d in documents},
         }

@@ -39,8 +39,18 @@
       return "Ready: " + pages + doc.chunk_count + " chunk" + (doc.chunk_count === 1 ? "" : "s");
     }
     if (doc.status === "failed") return "Failed: " + (doc.error || "unknown reason");
-    if (doc.status === "processing") return "Processing…";
+    if (doc.stalled) return "Stalled: no worker is processing it any more; Retry it in the list below.";
+    if (doc.status === "processing") {
+      return doc.processing_seconds == null ? "Processing…" : "Processing for " + duration(doc.processing_seconds) + "…";
+    }
     return "Queued for ingestion";
+  }
+
+  function duration(seconds) {
+    if (seconds < 60) return seconds + " s";
+    const minutes = Math.floor(seconds / 60);
+    if (minutes < 60) return minutes + " min";
+    return Math.floor(minutes / 60) + " h " + (minutes % 60) + " min";
   }
 
   // ---- choosing files ------------------------------------------------------------------------
@@ -218,7 +228,7 @@
         const doc = status.documents[id];
         if (!doc) continue;
         item.querySelector(".detail").textContent = describe(doc);
-        item.dataset.status = doc.status;
+        item.dataset.status = doc.stalled ? "stalled" : doc.status;
       }
     } catch (error) {
       /* try again on the next tick */

@@ -3,12 +3,16 @@ uploads (accepted and rejected), the live status endpoint, retry, re-index and d
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth.models import Group, User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
+from ingestion import pipeline
 from ingestion.models import Collection, Document
 from retrieval.models import AuditEvent
 from tests.conftest import make_collection
@@ -255,3 +259,69 @@ def test_documents_and_names_from_uploads_are_escaped(staff):
     page = signed_in(staff).get("/console/").content.decode()
     assert "<img src=x" not in page
     assert "&lt;img src=x onerror=alert(1)&gt;.txt" in page
+
+
+# --- documents whose worker died -----------------------------------------------------------
+def processing_since(document_id: int, seconds: float, claimed_by: str) -> None:
+    Document.objects.filter(pk=document_id).update(
+        status="processing",
+        processing_started_at=timezone.now() - timedelta(seconds=seconds),
+        claimed_by=claimed_by,
+    )
+
+
+def row(page: str, document_id: int) -> str:
+    start = page.index(f'id="doc-{document_id}"')
+    return page[start : page.index("</tr>", start)]
+
+
+def test_a_document_being_processed_shows_for_how_long_and_offers_no_retry(staff):
+    collection = make_collection("Handbook")
+    client = signed_in(staff)
+    document_id = upload(client, collection, "a.txt", b"Some text.").json()["document"]["id"]
+    processing_since(document_id, 125, pipeline.process_identity())  # a live process: this one
+
+    page = client.get("/console/").content.decode()
+    status = client.get(reverse("console:status"), {"collection": collection.pk}).json()
+
+    assert "Processing" in row(page, document_id)
+    assert "for 2\xa0minutes" in row(page, document_id)
+    assert "Retry" not in row(page, document_id) and "Stalled" not in row(page, document_id)
+    entry = status["documents"][str(document_id)]
+    assert entry["stalled"] is False and entry["status_label"] == "Processing"
+    assert 125 <= entry["processing_seconds"] < 3600
+
+
+def test_a_document_whose_worker_died_is_stalled_and_can_be_retried(staff):
+    collection = make_collection("Handbook")
+    client = signed_in(staff)
+    document_id = upload(client, collection, "a.txt", b"Some text.").json()["document"]["id"]
+    host = pipeline.process_identity().split(":")[0]
+    processing_since(document_id, 30, f"{host}:999999999")  # a process of this host, now gone
+
+    page = client.get("/console/").content.decode()
+    status = client.get(reverse("console:status"), {"collection": collection.pk}).json()
+
+    assert "Stalled" in row(page, document_id) and "Retry" in row(page, document_id)
+    assert 'data-status="stalled"' in row(page, document_id)
+    assert 'data-counter="stalled">1 stalled<' in page
+    entry = status["documents"][str(document_id)]
+    assert entry["stalled"] is True and entry["status_label"] == "Stalled"
+    assert "Stalled" in status["documents_html"] and "1 stalled" in status["counters_html"]
+
+    client.post(reverse("console:retry", args=[document_id]))
+    document = Document.objects.get(pk=document_id)
+    assert document.status == "queued" and document.unfinished_runs == 0
+
+
+def test_a_document_processing_past_the_time_limit_is_stalled(staff, settings):
+    settings.CELERY_TASK_TIME_LIMIT = 600
+    collection = make_collection("Handbook")
+    client = signed_in(staff)
+    document_id = upload(client, collection, "a.txt", b"Some text.").json()["document"]["id"]
+    processing_since(document_id, 601, "another-host:1234")  # where we cannot look at processes
+
+    page = client.get("/console/").content.decode()
+
+    assert "Stalled" in row(page, document_id) and "Retry" in row(page, document_id)
+    assert "10-minute limit" in row(page, document_id)
