@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test bench lint format install chromium clean
+.PHONY: run stop test bench lint format install chromium clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,13 @@ $(STAMP): pyproject.toml packaging/en_core_web_sm/pyproject.toml | $(PY)
 install: $(STAMP)
 
 ## Start the embedded database, a worker and the web server; prints the URL and admin login.
+## Ctrl-C stops all of it; so does `make stop` from another terminal.
 run: install
 	$(PY) manage.py serve
+
+## Stop what `make run` started from this data dir (also processes a killed run left behind).
+stop:
+	$(PY) manage.py serve --stop
 
 ## Install and run the whole suite (browser tests need Debian's chromium; installed when missing).
 ## The suite runs in a network namespace with only loopback (tests/netns_run.sh): nothing can leave.

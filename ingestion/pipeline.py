@@ -268,3 +268,15 @@ def give_up_on_stuck(document: Document) -> bool:
     reason = stopped_worker_reason(document.unfinished_runs)
     _fail(document.pk, reason, time.monotonic(), keep_count=True)
     return True
+
+
+def forgive_interrupted_runs(pids: list[int]) -> int:
+    """Runs of these processes of this machine were stopped by the operator (`make stop`, Ctrl-C
+    while a document was processing), not by the file: do not count them toward
+    RAG_MAX_ATTEMPTS. The documents stay `processing` for the worker-start requeue to find."""
+    host = socket.gethostname()
+    return Document.objects.filter(
+        status=Document.Status.PROCESSING,
+        claimed_by__in=[f"{host}:{pid}" for pid in pids],
+        unfinished_runs__gt=0,
+    ).update(unfinished_runs=F("unfinished_runs") - 1)

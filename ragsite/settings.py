@@ -55,9 +55,10 @@ def _secret_key() -> str:
         return key
     path = DATA_DIR / "secret_key"
     if not path.exists():
-        DATA_DIR.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+        from ragsite.private_files import create_private_file
+
+        # 0600 from creation: never readable by others, not even between a write and a chmod.
+        create_private_file(path, secrets.token_urlsafe(50))
     return path.read_text().strip()
 
 
