@@ -39,7 +39,10 @@ SUPPORTED_TYPES = {
 _OOXML_BY_PART = {"word/": DOCX, "ppt/": PPTX, "xl/": XLSX}
 _MARKDOWN_SUFFIXES = {".md", ".markdown", ".mdown"}
 # Uncompressed size limit for Office files (zip containers): a zip bomb fails here, cheaply.
-MAX_UNCOMPRESSED_BYTES = 1024 * 1024 * 1024
+# 256 MB is 2.5 times the upload limit: an image-heavy file (images barely compress) stays under
+# it, while text XML beyond it could not be parsed within the default 2 GB memory limit anyway
+# (python-docx holds every part in memory, and the XML tree takes several times the text).
+MAX_UNCOMPRESSED_BYTES = 256 * 1024 * 1024
 MAX_ZIP_MEMBERS = 10_000
 # Real Office files compress text about 5-20 fold; past 100 MB, a ratio over 100 is a bomb.
 MAX_PLAIN_EXPANSION = 100 * 1024 * 1024
@@ -117,7 +120,29 @@ def _ooxml_type(path: Path) -> str | None:
 
 
 def parse(path: Path, content_type: str) -> ParsedDocument:
-    """Parse `path` as `content_type`; raise ParseError with a human-readable reason."""
+    """Parse `path` as `content_type` in a child process with memory and time limits (settings
+    RAG_PARSE_MEMORY_MB, RAG_PARSE_TIMEOUT); raise ParseError with a human-readable reason."""
+    if content_type not in _PARSERS:
+        raise ParseError(f"Unsupported file type: {content_type}.")
+    if path.stat().st_size == 0:
+        raise ParseError("The file is empty.")
+    from ingestion import sandbox
+
+    memory_mb, timeout_s = _limits()
+    return sandbox.parse_isolated(path, content_type, memory_mb, timeout_s)
+
+
+def _limits() -> tuple[int, int]:
+    try:
+        from django.conf import settings
+
+        return settings.RAG_PARSE_MEMORY_MB, settings.RAG_PARSE_TIMEOUT
+    except Exception:  # settings not configured (a script): the documented defaults
+        return 2048, 300
+
+
+def parse_here(path: Path, content_type: str) -> ParsedDocument:
+    """Parse in this process, without limits: what the child process of `parse` runs."""
     parser = _PARSERS.get(content_type)
     if parser is None:
         raise ParseError(f"Unsupported file type: {content_type}.")
@@ -125,18 +150,69 @@ def parse(path: Path, content_type: str) -> ParsedDocument:
         raise ParseError("The file is empty.")
     try:
         parsed = parser(path)
-    except ParseError:
+    except (ParseError, MemoryError):
         raise
     except Exception as exc:  # a parser library's own error: report it as the file's fault
+        if isinstance(exc.__cause__ or exc.__context__, MemoryError):
+            raise MemoryError from exc
         raise ParseError(
             f"Could not read this {SUPPORTED_TYPES[content_type]}: {_reason(exc)}"
         ) from exc
+    parsed.title = _clean(parsed.title)
     parsed.blocks = [b for b in parsed.blocks if b.text.strip()]
     if not parsed.blocks:
         raise ParseError(
             "No extractable text (a scanned document needs OCR, which is not enabled)."
         )
     return parsed
+
+
+def parsed_to_dict(parsed: ParsedDocument) -> dict:
+    """A ParsedDocument as plain JSON data (the child process sends it this way, not pickled:
+    the child reads untrusted files, so the parent trusts nothing it sends beyond data)."""
+    return {
+        "title": parsed.title,
+        "page_count": parsed.page_count,
+        "metadata": parsed.metadata,
+        "blocks": [[b.text, b.kind, b.page, b.level, b.page_end, b.header] for b in parsed.blocks],
+    }
+
+
+def parsed_from_dict(data: dict) -> ParsedDocument:
+    blocks = []
+    for text, kind, page, level, page_end, header in data["blocks"]:
+        blocks.append(
+            Block(
+                str(text),
+                kind if kind in {"heading", "text", "list", "table"} else "text",
+                int(page) if page is not None else None,
+                int(level),
+                int(page_end) if page_end is not None else None,
+                str(header),
+            )
+        )
+    page_count = data.get("page_count")
+    return ParsedDocument(
+        blocks=blocks,
+        title=str(data.get("title") or ""),
+        page_count=int(page_count) if page_count is not None else None,
+        metadata=dict(data.get("metadata") or {}),
+    )
+
+
+def preload() -> None:
+    """Import every parser library now (the child-process helper does, once, before forking)."""
+    import docx  # noqa: F401
+    import lxml.html  # noqa: F401
+    import pdfminer.high_level  # noqa: F401
+    import pypdf  # noqa: F401
+    import unstructured.partition.docx  # noqa: F401
+    import unstructured.partition.email  # noqa: F401
+    import unstructured.partition.html  # noqa: F401
+    import unstructured.partition.md  # noqa: F401
+    import unstructured.partition.pptx  # noqa: F401
+    import unstructured.partition.text  # noqa: F401
+    import unstructured.partition.xlsx  # noqa: F401
 
 
 def _reason(exc: Exception) -> str:
@@ -278,7 +354,10 @@ def _check_zip(path: Path) -> None:
         raise ParseError("The Office file has too many parts to be a real document.")
     expanded = sum(m.file_size for m in members)
     if expanded > MAX_UNCOMPRESSED_BYTES:
-        raise ParseError("The Office file expands to more than 1 GB: refused as a likely zip bomb.")
+        raise ParseError(
+            f"The Office file expands to more than {MAX_UNCOMPRESSED_BYTES // 2**20} MB: "
+            "refused as a likely zip bomb."
+        )
     packed = max(sum(m.compress_size for m in members), 1)
     if expanded > MAX_PLAIN_EXPANSION and expanded / packed > MAX_COMPRESSION_RATIO:
         raise ParseError(
@@ -347,9 +426,31 @@ def _parse_email(path: Path) -> ParsedDocument:
         subject = (
             BytesParser(policy=policy.default).parse(handle, headersonly=True).get("subject", "")
         )
-    parsed = _parse_with(lambda: partition_email)(path)
+    # Attachments are not parsed: each would bypass the upload checks (type allow-list, zip-bomb
+    # check). Their names are listed so a search finds the message; upload them separately.
+    parsed = _parse_with(lambda: partition_email, process_attachments=False)(path)
+    names = _attachment_names(path)
+    if names:
+        parsed.blocks.append(
+            Block(
+                "Attachments (not indexed; upload them as documents of their own): "
+                + ", ".join(names)
+            )
+        )
     parsed.title = _clean(str(subject)) or parsed.title
     return parsed
+
+
+def _attachment_names(path: Path) -> list[str]:
+    from email import policy
+    from email.parser import BytesParser
+
+    with path.open("rb") as handle:
+        message = BytesParser(policy=policy.default).parse(handle)
+    names = []
+    for part in message.iter_attachments():
+        names.append(_clean(part.get_filename() or part.get_content_type())[:200])
+    return names
 
 
 _PARSERS: dict[str, Callable[[Path], ParsedDocument]] = {
