@@ -25,6 +25,7 @@ from retrieval import services
 from retrieval.answering import AnswerEvent
 from retrieval.api.common import ApiRateThrottle, AskRateThrottle
 from retrieval.api.views import (
+    TEXT_ENDS,
     citation_dicts,
     collect,
     event_stream_response,
@@ -36,6 +37,7 @@ from retrieval.api.views import (
     start_answer,
 )
 from retrieval.models import Conversation
+from retrieval.rendering import AnswerSanitizer
 from retrieval.serializers import (
     ChatCompletionRequestSerializer,
     ChatCompletionSerializer,
@@ -126,14 +128,18 @@ def completion_chunks(
     """OpenAI's stream: a role chunk, content chunks, a stop chunk (with our citations), [DONE]."""
     conversation_id = None
     citations: list[dict] = []
+    sanitizer = AnswerSanitizer()  # chat tools render the Markdown: see retrieval.rendering
     try:
         yield _chunk(base, {"role": "assistant", "content": ""})
         for events in (head, rest):
             for event in events:
+                if event.kind in TEXT_ENDS and (held := sanitizer.flush()):
+                    yield _chunk(base, {"content": held})
                 if event.kind == "meta":
                     conversation_id = event.conversation_id
                 elif event.kind == "token" and event.text:
-                    yield _chunk(base, {"content": event.text})
+                    if text := sanitizer.feed(event.text):
+                        yield _chunk(base, {"content": text})
                 elif event.kind == "citations":
                     citations = citation_dicts(event.citations)
                 elif event.kind == "done":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -25,6 +26,7 @@ from retrieval import answering, apikeys, audit, selectors, services
 from retrieval.answering import AnswerEvent, CitationView
 from retrieval.api.common import ApiRateThrottle, AskRateThrottle
 from retrieval.models import ApiKey, AuditEvent, Conversation, Message
+from retrieval.rendering import AnswerSanitizer, sanitize_answer
 from retrieval.search import search
 from retrieval.serializers import (
     AnswerSerializer,
@@ -156,18 +158,26 @@ def sse(event: str, data: dict) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
+TEXT_ENDS = frozenset({"citations", "done", "error"})  # the answer's text is complete
+
+
 def answer_sse(head: list[AnswerEvent], rest: Iterator[AnswerEvent]) -> Iterator[bytes]:
-    """AnswerEvents as server-sent events: meta, token…, citations, done (or error)."""
+    """AnswerEvents as server-sent events: meta, token…, citations, done (or error). Token text
+    is sanitised on the way (see retrieval.rendering.AnswerSanitizer)."""
+    sanitizer = AnswerSanitizer()
     try:
         for events in (head, rest):
             for event in events:
+                if event.kind in TEXT_ENDS and (held := sanitizer.flush()):
+                    yield sse("token", {"text": held})
                 if event.kind == "meta":
                     yield sse(
                         "meta",
                         {"conversation": event.conversation_id, "message": event.message_id},
                     )
                 elif event.kind == "token":
-                    yield sse("token", {"text": event.text})
+                    if text := sanitizer.feed(event.text):
+                        yield sse("token", {"text": text})
                 elif event.kind == "citations":
                     yield sse("citations", {"citations": citation_dicts(event.citations)})
                 elif event.kind == "done":
@@ -237,7 +247,8 @@ def collect(head: list[AnswerEvent], rest: Iterator[AnswerEvent]) -> dict:
                 body["outcome"] = event.outcome
             elif event.kind == "error":
                 raise failure_for(event)
-    body["answer"] = "".join(pieces)
+    # API clients render the Markdown: no images, no links or HTML reaching other hosts.
+    body["answer"] = sanitize_answer("".join(pieces))
     return body
 
 
@@ -265,7 +276,12 @@ class ConversationDetailView(APIView):
     @extend_schema(responses={200: ConversationDetailSerializer})
     def get(self, request: Request, pk: int) -> Response:
         conversation = self._get(request, pk)
-        messages = selectors.messages_with_citations(request.user, conversation)
+        messages = [
+            replace(m, content=sanitize_answer(m.content))
+            if m.role == Message.Role.ASSISTANT
+            else m
+            for m in selectors.messages_with_citations(request.user, conversation)
+        ]
         return Response(
             ConversationDetailSerializer(conversation, context={"messages": messages}).data
         )
