@@ -255,6 +255,14 @@ RAG_SEARCH_TOP_K = env_int("RAG_SEARCH_TOP_K", 8)
 # to ask a shorter question instead of waiting (retrieval.search.SearchTimeout).
 RAG_SEARCH_TIMEOUT_MS = env_int("RAG_SEARCH_TIMEOUT_MS", 5000)
 RAG_RERANKER_MODEL = env("RAG_RERANKER_MODEL")
+# An in-house rerank server instead of a local model: vLLM's Cohere/Jina-style API ("cohere", URL
+# http://host:8000/v1) or text-embeddings-inference's ("tei", URL http://host:8080); "auto" guesses
+# from the URL and tries the other on a 404/422. Down or refused: search keeps fusion order.
+RAG_RERANKER_URL = env("RAG_RERANKER_URL")
+RAG_RERANKER_API = env("RAG_RERANKER_API", "auto")
+RAG_RERANKER_REMOTE_MODEL = env("RAG_RERANKER_REMOTE_MODEL")
+RAG_RERANKER_API_KEY = env("RAG_RERANKER_API_KEY")
+RAG_RERANKER_TIMEOUT = env_float("RAG_RERANKER_TIMEOUT", 5.0)
 RAG_LLM_BASE_URL = env("RAG_LLM_BASE_URL")
 RAG_LLM_MODEL = env("RAG_LLM_MODEL")
 RAG_LLM_API_KEY = env("RAG_LLM_API_KEY")

@@ -7,6 +7,7 @@ reorders the fused candidates when one is configured.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, replace
 
@@ -19,6 +20,8 @@ from ingestion import embedding
 from ingestion.chunking import embedding_text
 from ingestion.models import FTS_CONFIG
 from ingestion.permissions import readable_collection_ids
+
+logger = logging.getLogger(__name__)
 
 MODES = ("hybrid", "vector", "fts")
 _NAME_SEPARATORS = re.compile(r"(?<=\w)[./](?=\w)")
@@ -225,11 +228,15 @@ def search_collections(
     passages = [Passage(*row[:8], float(row[8]), row[9], row[10], float(row[11])) for row in rows]
     if reranker is not None and passages:
         # The cross-encoder sees what the embedder saw: title and heading path give context.
-        scores = reranker.score(
-            question, [embedding_text(p.document_title, p.heading, p.text) for p in passages]
-        )
-        reranked = sorted(zip(scores, passages, strict=True), key=lambda pair: -pair[0])
-        passages = [replace(p, rerank_score=float(s)) for s, p in reranked]
+        try:
+            scores = reranker.score(
+                question, [embedding_text(p.document_title, p.heading, p.text) for p in passages]
+            )
+        except rerank.RerankUnavailable as exc:
+            logger.warning("reranker unavailable (%s); search keeps fusion order", exc)
+        else:
+            reranked = sorted(zip(scores, passages, strict=True), key=lambda pair: -pair[0])
+            passages = [replace(p, rerank_score=float(s)) for s, p in reranked]
     return passages[:limit]
 
 

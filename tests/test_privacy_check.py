@@ -166,3 +166,11 @@ def test_an_embedding_server_outside_the_allow_list_is_a_violation(settings):
 
     settings.RAG_EMBEDDING_URL = "http://llm.internal:8080/v1"
     assert "http://llm.internal:8080/v1 (loopback or on" in privacy_check()
+
+
+def test_a_reranker_server_outside_the_allow_list_is_a_violation(settings):
+    settings.RAG_RERANKER_URL = "https://rerank.example.com/v1"
+    settings.RAG_ALLOWED_HOSTS_EGRESS = []
+
+    with pytest.raises(CommandError, match="reranker endpoint: https://rerank.example.com"):
+        privacy_check()

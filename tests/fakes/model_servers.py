@@ -133,16 +133,24 @@ def _word_overlap(query: str, text: str) -> float:
 
 @dataclass
 class FakeRerankServer(_Server):
-    """Knobs: score (query, text) → relevance, failure None | "500"."""
+    """Knobs: score (query, text) → relevance, failure None | "500", speaks (the formats it
+    understands: a TEI server answers 422 to a Cohere-style body, as the real one does)."""
 
     score: Callable[[str, str], float] = _word_overlap
     failure: str | None = None
+    speaks: tuple[str, ...] = ("cohere", "tei")
     requests: list[Recorded] = field(default_factory=list)
 
     def handle(self, method: str, path: str, body: dict) -> tuple[int, object]:
         if self.failure == "500":
             return 500, {"error": {"message": "CUDA out of memory"}}
-        if method == "POST" and path in ("/v1/rerank", "/rerank") and "documents" in body:
+        cohere = "cohere" in self.speaks
+        if (
+            cohere
+            and method == "POST"
+            and path in ("/v1/rerank", "/rerank")
+            and "documents" in body
+        ):
             scored = [(self.score(body["query"], d), i) for i, d in enumerate(body["documents"])]
             scored.sort(key=lambda pair: -pair[0])
             results = [
@@ -150,7 +158,7 @@ class FakeRerankServer(_Server):
                 for s, i in scored[: body.get("top_n") or len(scored)]
             ]
             return 200, {"id": "rerank-fake", "model": body.get("model"), "results": results}
-        if method == "POST" and path == "/rerank" and "texts" in body:
+        if "tei" in self.speaks and method == "POST" and path == "/rerank" and "texts" in body:
             scored = [(self.score(body["query"], t), i) for i, t in enumerate(body["texts"])]
             scored.sort(key=lambda pair: -pair[0])
             return 200, [{"index": i, "score": s} for s, i in scored]

@@ -1,5 +1,6 @@
 """manage.py privacy_check [--json]: print the effective privacy posture; exit 1 on a violation
-(an LLM or embedding endpoint outside loopback and RAG_ALLOWED_HOSTS_EGRESS, telemetry left on).
+(an LLM, embedding or reranker endpoint outside loopback and RAG_ALLOWED_HOSTS_EGRESS, telemetry
+left on).
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ def collect_findings() -> list[Finding]:
         ),
         _local_model("embedding model", settings.RAG_EMBEDDING_MODEL),
     ]
-    if settings.RAG_RERANKER_MODEL:
+    if settings.RAG_RERANKER_URL:
+        findings.append(_endpoint("reranker endpoint", settings.RAG_RERANKER_URL, allowed, "none"))
+    elif settings.RAG_RERANKER_MODEL:
         findings.append(_local_model("reranker model", settings.RAG_RERANKER_MODEL))
     findings.append(_proxies())
     findings.append(_service("database", os.environ.get("DATABASE_URL", ""), allowed))
