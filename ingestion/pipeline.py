@@ -95,6 +95,14 @@ def is_stalled(document: Document) -> bool:
     return False
 
 
+def _in_other_hands(document: Document) -> bool:
+    return (
+        document.status == Document.Status.PROCESSING
+        and document.claimed_by not in {"", process_identity()}
+        and not is_stalled(document)
+    )
+
+
 def ingest(document_id: int, propagate: tuple[type[BaseException], ...] = ()) -> IngestResult:
     """Process one document to `ready` or `failed`, with the reason. Only a lost connection
     propagates (`is_transient`), so that the caller can retry, as do the `propagate` exceptions
@@ -105,6 +113,11 @@ def ingest(document_id: int, propagate: tuple[type[BaseException], ...] = ()) ->
     and stays failed whatever message comes, until a person retries it (services.reingest).
     """
     started = time.monotonic()
+    current = Document.objects.filter(pk=document_id).first()
+    if current is not None and _in_other_hands(current):
+        # A duplicate message (the worker-start requeue and the broker's redelivery can both
+        # send one) while another process works on it: claiming it would count a second run.
+        return IngestResult(document_id, current.status)
     claimable = Document.objects.filter(
         pk=document_id, unfinished_runs__lt=settings.RAG_MAX_ATTEMPTS
     ).exclude(status=Document.Status.READY)

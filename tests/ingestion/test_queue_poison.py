@@ -9,6 +9,7 @@ real worker), then let the real redelivery, worker-start requeue and commands ac
 from __future__ import annotations
 
 import io
+import os
 from datetime import timedelta
 
 import pytest
@@ -136,3 +137,33 @@ def test_a_manual_retry_gives_fresh_attempts(tmp_path, collection, settings):
     document.refresh_from_db()
     assert document.status == "queued" and document.unfinished_runs == 0
     assert pipeline.ingest(document.pk).status == "ready"
+
+
+def test_a_duplicate_message_leaves_a_document_another_live_process_works_on(tmp_path, collection):
+    document = register(collection, tmp_path)
+    host = pipeline.process_identity().split(":")[0]
+    working = f"{host}:{os.getppid()}"  # a live process of this machine, not this one
+    Document.objects.filter(pk=document.pk).update(
+        status="processing",
+        claimed_by=working,
+        processing_started_at=timezone.now(),
+        attempts=1,
+        unfinished_runs=1,
+    )
+
+    result = pipeline.ingest(document.pk)
+
+    document.refresh_from_db()
+    assert result.status == "processing"
+    assert document.claimed_by == working
+    assert document.attempts == 1 and document.unfinished_runs == 1  # no second run counted
+
+
+def test_a_run_stopped_by_the_operator_does_not_count(tmp_path, collection):
+    document = register(collection, tmp_path)
+    killed_mid_document(document, runs=2)  # the second run was `make stop` giving up on it
+
+    assert pipeline.forgive_interrupted_runs([DEAD_PID]) == 1
+
+    document.refresh_from_db()
+    assert document.unfinished_runs == 1 and document.status == "processing"
