@@ -80,15 +80,70 @@ def _isolated_media(tmp_path_factory) -> Iterator[Path]:
     override.disable()
 
 
-@pytest.fixture(autouse=True)
-def _no_queue_by_default(request, monkeypatch):
-    """Tests without a worker must not leave messages in a queue nobody reads: unless a test asks
-    for the `worker` fixture, documents are processed in the test's own process instead."""
-    if "worker" in request.fixturenames or "celery_queue" in request.fixturenames:
-        return
-    from ingestion import services
+class QueueFolder:
+    """This test's own broker: kombu's filesystem transport in a temporary folder. What the code
+    sends (on commit) really is published, and lands here as one file per message; nobody consumes
+    it, so a test can read exactly what was queued."""
 
-    monkeypatch.setattr(services, "_enqueue_after_commit", lambda document_id: None)
+    def __init__(self, folder: Path, queue: str):
+        self.folder = folder
+        self.queue = queue
+
+    def messages(self) -> list[dict]:
+        """Each queued message, oldest first: {"task": name, "args": [...], "queue": name}."""
+        import base64
+        import json
+
+        found = []
+        for path in sorted(self.folder.glob("*.msg")):
+            message = json.loads(path.read_text(encoding="utf-8"))
+            args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+            found.append(
+                {
+                    "task": message["headers"]["task"],
+                    "args": args,
+                    "queue": message["properties"]["delivery_info"]["routing_key"],
+                }
+            )
+        return found
+
+    def document_ids(self) -> list[int]:
+        """The documents an ingest task was queued for, in the order they were sent."""
+        return [
+            m["args"][0] for m in self.messages() if m["task"] == "ingestion.tasks.ingest_document"
+        ]
+
+
+@pytest.fixture(autouse=True)
+def task_queue(request, tmp_path_factory) -> Iterator[QueueFolder | None]:
+    """Every test without a worker gets a private, empty queue folder: the real enqueue path runs
+    (run on-commit callbacks with django_capture_on_commit_callbacks(execute=True) to send), and
+    nothing is left in a queue a later worker would read. Tests with the `worker` fixture keep the
+    session's queue, which their worker consumes."""
+    if "worker" in request.fixturenames or "celery_queue" in request.fixturenames:
+        yield None
+        return
+    from ragsite.celery import app
+
+    folder = tmp_path_factory.mktemp("queue")
+    queue = f"ragsite-test-{uuid.uuid4().hex[:8]}"
+    saved = {
+        key: app.conf[key]
+        for key in ("broker_url", "broker_transport_options", "task_default_queue")
+    }
+    app.conf.broker_url = "filesystem://"
+    app.conf.broker_transport_options = {
+        "data_folder_in": str(folder),
+        "data_folder_out": str(folder),
+        "control_folder": str(folder / "control"),
+        "store_processed": False,
+    }
+    app.conf.task_default_queue = queue
+    _reset_connections(app)
+    yield QueueFolder(folder, queue)
+    for key, value in saved.items():
+        app.conf[key] = value
+    _reset_connections(app)
 
 
 class WorkerHandle:

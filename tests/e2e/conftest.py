@@ -117,7 +117,7 @@ def page(browser, live_server) -> Iterator:
 
 
 @pytest.fixture
-def asgi_server(transactional_db, tmp_path) -> Iterator[str]:
+def asgi_server(transactional_db, tmp_path, task_queue) -> Iterator[str]:
     """The production server: uvicorn serving ragsite.asgi against the test database."""
     from django.conf import settings
     from django.db import connection
@@ -142,6 +142,12 @@ def asgi_server(transactional_db, tmp_path) -> Iterator[str]:
         "RAG_LLM_BASE_URL": "",
         "RAG_EGRESS_GUARD": "1",
     }
+    if task_queue is not None:  # what the server queues goes to this test's folder, not var/broker
+        env |= {
+            "CELERY_BROKER_URL": "filesystem://",
+            "RAG_BROKER_DIR": str(task_queue.folder),
+            "RAG_CELERY_QUEUE": task_queue.queue,
+        }
     process = subprocess.Popen(
         [
             sys.executable,

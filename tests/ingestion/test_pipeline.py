@@ -147,9 +147,9 @@ def test_ingest_command_reports_ready_and_failed_files(tmp_path, capsys):
     assert Document.objects.get(original_name="good.md").status == "ready"
 
 
-def test_reingest_stuck_requeues_documents_of_dead_processes(tmp_path, collection, monkeypatch):
-    queued = []
-    monkeypatch.setattr(services, "_enqueue_after_commit", queued.append)
+def test_reingest_stuck_requeues_documents_of_dead_processes(
+    tmp_path, collection, task_queue, django_capture_on_commit_callbacks
+):
     result = services.register_path(
         collection, write_markdown(tmp_path / "a.md", "Orion", SECTIONS), enqueue=False
     )
@@ -159,7 +159,8 @@ def test_reingest_stuck_requeues_documents_of_dead_processes(tmp_path, collectio
         processing_started_at=timezone.now() - timedelta(minutes=1),
     )
 
-    call_command("reingest", "--stuck", stdout=io.StringIO())
+    with django_capture_on_commit_callbacks(execute=True):  # the real enqueue, on commit
+        call_command("reingest", "--stuck", stdout=io.StringIO())
 
-    assert queued == [result.document.pk]
+    assert task_queue.document_ids() == [result.document.pk]
     assert Document.objects.get(pk=result.document.pk).status == "queued"
