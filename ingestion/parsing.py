@@ -221,22 +221,59 @@ def _reason(exc: Exception) -> str:
 
 
 # --- PDF: pdfminer's text layer; headings guessed from font size ---------------------------------
+# A PDF has no paragraphs, only positioned lines. What is done to get text a reader would write:
+# - page furniture goes: a line in the top or bottom tenth of the page whose text (digits
+#   ignored, so "Page 3 of 9" matches "Page 4 of 9") recurs there on at least 40 % of the pages
+#   (and on two or more), and bare page numbers ("7", "- 7 -", "Page 7", "vii") in those bands;
+# - the lines of a text box are joined into one paragraph; a line starting with a list marker
+#   keeps its own line;
+# - a line ending in a hyphen is joined to the next without it ("informa-" + "tion"), unless the
+#   next part starts with a capital or digit ("COVID-" + "19"), or the document itself writes
+#   the hyphenated form ("well-known") and never the joined one;
+# - a paragraph that does not end a sentence continues into the next box when that one starts
+#   in lower case (or the first ends with a comma or hyphen), across a page break too; the block
+#   then spans both pages.
+_FURNITURE_BAND = 0.1
+_FURNITURE_SHARE = 0.4
+_PAGE_NUMBER = re.compile(
+    r"(?:page\s*)?[-\u2013\u2014(\[]?\s*\d{1,4}\s*[-\u2013\u2014)\]]?"
+    r"(?:\s*(?:of|/)\s*\d{1,4})?|[ivxlcdm]{1,7}",
+    re.IGNORECASE,
+)
+_LIST_MARKER = re.compile(
+    r"(?:[\u2022\u2023\u25e6\u2043\u2219*\u2013\u2014-]|\d{1,3}[.)]|[a-z][.)])\s"
+)
+_TERMINAL = (".", "!", "?", ":", ";", '"', "\u201d", "'")
+_COMPOUND = re.compile(r"\w+(?:-\w+)*")
+_DIGITS = re.compile(r"\d+")
+
+
+@dataclass
+class _PdfBox:
+    page: int
+    lines: list[str]
+    size: float
+    top: float  # distance of the box's top from the page top, as a share of the page height
+    bottom: float  # distance of the box's bottom from the page top, as a share
+
+
 def _parse_pdf(path: Path) -> ParsedDocument:
     from pdfminer.high_level import extract_pages
     from pdfminer.layout import LAParams, LTChar, LTTextBox, LTTextLine
     from pdfminer.pdfdocument import PDFPasswordIncorrect
     from pdfminer.pdfparser import PDFSyntaxError
 
-    boxes: list[tuple[int, str, float]] = []
+    boxes: list[_PdfBox] = []
     page_count = 0
     try:
         for page_number, page in enumerate(extract_pages(str(path), laparams=LAParams()), start=1):
             page_count = page_number
+            height = max(page.height, 1.0)
             for element in page:
                 if not isinstance(element, LTTextBox):
                     continue
-                text = _clean(element.get_text())
-                if not text:
+                lines = [line for line in normalize_text(element.get_text()).split("\n") if line]
+                if not lines:
                     continue
                 sizes = [
                     char.size
@@ -245,29 +282,118 @@ def _parse_pdf(path: Path) -> ParsedDocument:
                     for char in line
                     if isinstance(char, LTChar)
                 ]
-                boxes.append((page_number, text, statistics.median(sizes) if sizes else 0.0))
+                boxes.append(
+                    _PdfBox(
+                        page_number,
+                        lines,
+                        statistics.median(sizes) if sizes else 0.0,
+                        top=(page.y1 - element.y1) / height,
+                        bottom=(page.y1 - element.y0) / height,
+                    )
+                )
     except PDFPasswordIncorrect as exc:
         raise ParseError("The PDF is encrypted with a password.") from exc
     except PDFSyntaxError as exc:
         raise ParseError(f"The PDF is damaged or not a PDF: {exc}") from exc
     if page_count == 0:
         raise ParseError("The PDF is damaged or has no pages.")
+    boxes = _without_furniture(boxes, page_count)
     if not boxes:
         raise ParseError("No extractable text (a scanned PDF needs OCR, which is not enabled).")
 
-    body_size = statistics.median(size for _, _, size in boxes)
+    vocabulary = {
+        word.casefold() for box in boxes for line in box.lines for word in _COMPOUND.findall(line)
+    }
+    body_size = statistics.median(box.size for box in boxes)
     heading_sizes = sorted(
-        {round(s, 1) for _, t, s in boxes if s >= body_size * 1.15 and len(t) < 200}, reverse=True
+        {
+            round(box.size, 1)
+            for box in boxes
+            if box.size >= body_size * 1.15 and sum(map(len, box.lines)) < 200
+        },
+        reverse=True,
     )
-    blocks = []
-    for page_number, text, size in boxes:
-        rounded = round(size, 1)
-        if rounded in heading_sizes and "\n" not in text.strip():
-            blocks.append(Block(text, "heading", page_number, min(heading_sizes.index(rounded), 5)))
+    blocks: list[Block] = []
+    for box in boxes:
+        rounded = round(box.size, 1)
+        if rounded in heading_sizes and len(box.lines) == 1:
+            level = min(heading_sizes.index(rounded), 5)
+            blocks.append(Block(box.lines[0], "heading", box.page, level))
+            continue
+        text = _reflow(box.lines, vocabulary)
+        previous = blocks[-1] if blocks else None
+        if previous is not None and previous.kind == "text" and _continues(previous.text, text):
+            blocks[-1] = Block(
+                _join_lines(previous.text, text, vocabulary),
+                "text",
+                previous.page,
+                page_end=box.page if box.page != previous.page else previous.page_end,
+            )
         else:
-            blocks.append(Block(text, "text", page_number))
+            blocks.append(Block(text, "text", box.page))
     title = _pdf_title(path) or next((b.text for b in blocks if b.kind == "heading"), "")
     return ParsedDocument(blocks=blocks, title=title, page_count=page_count)
+
+
+def _in_band(box: _PdfBox) -> bool:
+    return box.bottom <= _FURNITURE_BAND or box.top >= 1 - _FURNITURE_BAND
+
+
+def _without_furniture(boxes: list[_PdfBox], page_count: int) -> list[_PdfBox]:
+    """The boxes less running headers, footers and page numbers."""
+
+    def key(box: _PdfBox) -> tuple[str, str]:
+        text = _DIGITS.sub("#", " ".join(box.lines).casefold())
+        return ("top" if box.bottom <= _FURNITURE_BAND else "bottom", text)
+
+    pages_with: dict[tuple[str, str], set[int]] = {}
+    for box in boxes:
+        if _in_band(box):
+            pages_with.setdefault(key(box), set()).add(box.page)
+    needed = max(2, int(page_count * _FURNITURE_SHARE + 0.999))
+    kept = []
+    for box in boxes:
+        if _in_band(box):
+            text = " ".join(box.lines)
+            if len(pages_with[key(box)]) >= needed or _PAGE_NUMBER.fullmatch(text):
+                continue
+        kept.append(box)
+    return kept
+
+
+def _reflow(lines: list[str], vocabulary: set[str]) -> str:
+    text = lines[0]
+    for line in lines[1:]:
+        if _LIST_MARKER.match(line):
+            text += "\n" + line
+        else:
+            text = _join_lines(text, line, vocabulary)
+    return text
+
+
+def _join_lines(first: str, second: str, vocabulary: set[str]) -> str:
+    """Join two pieces of one paragraph, undoing a line-end hyphenation (see the rules above)."""
+    if len(first) >= 2 and first.endswith("-") and first[-2].isalpha() and second[:1].isalnum():
+        head = _COMPOUND.findall(first[:-1])
+        tail = _COMPOUND.findall(second)
+        left = head[-1] if head else ""
+        right = tail[0] if tail else ""
+        if not right[:1].islower():
+            return first + second  # "COVID-" + "19", "Jean-" + "Pierre"
+        joined, hyphenated = (left + right).casefold(), f"{left}-{right}".casefold()
+        if hyphenated in vocabulary and joined not in vocabulary:
+            return first + second  # "well-" + "known" where the text writes "well-known"
+        return first[:-1] + second
+    return f"{first} {second}"
+
+
+def _continues(previous: str, following: str) -> bool:
+    """Whether `following` carries on the paragraph `previous` left unfinished."""
+    if not previous or not following or previous.endswith(_TERMINAL):
+        return False
+    if _LIST_MARKER.match(following):
+        return False
+    return following[0].islower() or previous.endswith((",", "-"))
 
 
 def _pdf_title(path: Path) -> str:
@@ -284,12 +410,21 @@ def _pdf_title(path: Path) -> str:
 _UNSTRUCTURED_KINDS = {"Title": "heading", "ListItem": "list", "Table": "table"}
 
 
-def _from_elements(elements: list) -> list[Block]:
+def _from_elements(elements: list, first_row_is_header: bool = False) -> list[Block]:
+    """unstructured's elements as Blocks; a table becomes one row a line, cells separated by
+    " | ", with its header row kept apart for the chunker."""
     blocks = []
     for element in elements:
         category = type(element).__name__
         if category in {"Image", "PageBreak", "Header", "Footer", "PageNumber"}:
             continue
+        if category == "Table" and element.metadata.text_as_html:
+            table = _table_block(
+                element.metadata.text_as_html, element.metadata.page_number, first_row_is_header
+            )
+            if table is not None:
+                blocks.append(table)
+                continue
         text = _clean(element.text)
         if not text:
             continue
@@ -301,10 +436,41 @@ def _from_elements(elements: list) -> list[Block]:
     return blocks
 
 
-def _parse_with(partitioner: Callable, **kwargs) -> Callable[[Path], ParsedDocument]:
+CELL_SEPARATOR = " | "
+
+
+def _table_block(table_html: str, page: int | None, first_row_is_header: bool) -> Block | None:
+    """A table's rows as lines of cells. The header is the table's <thead> or leading row of <th>
+    cells; in Office files, which do not mark one, the first row."""
+    import lxml.html
+
+    try:
+        table = lxml.html.fromstring(table_html)
+    except (lxml.etree.ParserError, ValueError):
+        return None
+    rows: list[str] = []
+    header = ""
+    for number, row in enumerate(table.iter("tr")):
+        cells = [_clean(cell.text_content()).replace("\n", " ") for cell in row]
+        if not any(cells):
+            continue
+        line = _SPACE_RUN.sub(" ", CELL_SEPARATOR.join(cells)).rstrip()
+        marked = row.getparent() is not None and row.getparent().tag == "thead"
+        all_th = all(cell.tag == "th" for cell in row)
+        if not rows and (marked or all_th or (first_row_is_header and number == 0)):
+            header = line
+        rows.append(line)
+    if not rows:
+        return None
+    return Block("\n".join(rows), "table", page, header=header if len(rows) > 1 else "")
+
+
+def _parse_with(
+    partitioner: Callable, first_row_is_header: bool = False, **kwargs
+) -> Callable[[Path], ParsedDocument]:
     def parse_file(path: Path) -> ParsedDocument:
         elements = partitioner()(filename=str(path), **kwargs)
-        blocks = _from_elements(elements)
+        blocks = _from_elements(elements, first_row_is_header)
         pages = [b.page for b in blocks if b.page]
         return ParsedDocument(
             blocks=blocks,
@@ -319,7 +485,7 @@ def _parse_docx(path: Path) -> ParsedDocument:
     _check_zip(path)
     from unstructured.partition.docx import partition_docx
 
-    parsed = _parse_with(lambda: partition_docx)(path)
+    parsed = _parse_with(lambda: partition_docx, first_row_is_header=True)(path)
     try:
         import docx
 
@@ -334,14 +500,23 @@ def _parse_pptx(path: Path) -> ParsedDocument:
     _check_zip(path)
     from unstructured.partition.pptx import partition_pptx
 
-    return _parse_with(lambda: partition_pptx)(path)
+    return _parse_with(lambda: partition_pptx, first_row_is_header=True)(path)
 
 
 def _parse_xlsx(path: Path) -> ParsedDocument:
     _check_zip(path)
     from unstructured.partition.xlsx import partition_xlsx
 
-    return _parse_with(lambda: partition_xlsx, find_subtable=False)(path)
+    elements = partition_xlsx(filename=str(path), find_subtable=False)
+    blocks: list[Block] = []
+    for element in elements:
+        # Each sheet is a section under its name; its first row is taken as the header.
+        sheet = _clean(element.metadata.page_name or "")
+        if sheet and (not blocks or blocks[-1].page != element.metadata.page_number):
+            blocks.append(Block(sheet, "heading", element.metadata.page_number, 0))
+        blocks.extend(_from_elements([element], first_row_is_header=True))
+    pages = [b.page for b in blocks if b.page]
+    return ParsedDocument(blocks=blocks, title="", page_count=max(pages) if pages else None)
 
 
 def _check_zip(path: Path) -> None:
@@ -366,15 +541,220 @@ def _check_zip(path: Path) -> None:
         )
 
 
-# Page furniture that is not content: navigation bars, sidebars, headers and footers.
-_BOILERPLATE_XPATH = (
-    "//script | //style | //noscript | //template | //nav | //header | //footer | //aside"
-    " | //*[@role='navigation' or @role='banner' or @role='contentinfo' or @role='search']"
-    " | //*[contains(concat(' ', normalize-space(@class), ' '), ' footer ')]"
-    " | //*[contains(concat(' ', normalize-space(@class), ' '), ' sidebar ')]"
-    " | //*[contains(concat(' ', normalize-space(@class), ' '), ' sphinxsidebar ')]"
-    " | //a[contains(concat(' ', normalize-space(@class), ' '), ' headerlink ')]"
+# --- HTML: the page's content, without its furniture ------------------------------------------
+# Boilerplate is judged from the page's structure, never from its words (docs/README "How
+# documents are parsed"):
+# 1. elements that are never content (scripts, forms, hidden elements) and landmarks that say
+#    they are not (nav, role=navigation/banner/contentinfo/search/complementary);
+# 2. the content root: <main> or role=main, else a single <article>, else <body>; outside a
+#    declared root, <header>, <footer> and <aside> are page furniture too;
+# 3. navigation links say so themselves: rel=prev/next/up/home... or an accesskey. The bar that
+#    holds them (the largest block around them with little other text) goes;
+# 4. link-dense blocks: a block whose text is mostly link text with hardly any other words is a
+#    menu, breadcrumb trail or table of contents. Inside a declared content root only short
+#    links count (a list of descriptive links there is content); a sentence is never dropped.
+_NEVER_CONTENT_XPATH = (
+    "//script | //style | //noscript | //template | //svg | //canvas | //iframe | //object"
+    " | //form | //button | //select | //textarea | //input | //nav | //dialog"
+    " | //*[@hidden] | //*[@aria-hidden='true']"
+    " | //*[@role='navigation' or @role='banner' or @role='contentinfo' or @role='search'"
+    " or @role='complementary' or @role='menu' or @role='menubar' or @role='toolbar'"
+    " or @role='tablist']"
 )
+_NAVIGATION_RELS = {
+    "prev",
+    "previous",
+    "next",
+    "up",
+    "home",
+    "start",
+    "first",
+    "last",
+    "contents",
+    "index",
+    "top",
+}
+_BLOCK_TAGS = {
+    "div",
+    "p",
+    "ul",
+    "ol",
+    "dl",
+    "li",
+    "dt",
+    "dd",
+    "table",
+    "thead",
+    "tbody",
+    "tfoot",
+    "tr",
+    "td",
+    "th",
+    "section",
+    "header",
+    "footer",
+    "aside",
+    "menu",
+    "center",
+    "blockquote",
+    "figure",
+    "details",
+    "address",
+}
+_HEADING_TAGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
+# A navigation bar holds little besides its links: the titles of the pages it points to.
+_NAV_BAR_OTHER_CHARS = 120
+_WORD = re.compile(r"\S*\w\S*")
+_SENTENCE_END_CHARS = (".", "!", "?", ":", ";")
+
+
+@dataclass
+class _Links:
+    """How much of an element's text is link text."""
+
+    chars: int = 0
+    link_chars: int = 0
+    links: int = 0
+    link_words: int = 0
+    other_words: int = 0
+
+    def add(self, other: _Links) -> None:
+        self.chars += other.chars
+        self.link_chars += other.link_chars
+        self.links += other.links
+        self.link_words += other.link_words
+        self.other_words += other.other_words
+
+
+def _measure_links(node, inside_link: bool, table: dict) -> _Links:
+    is_link = node.tag == "a" and node.get("href") is not None
+    linked = inside_link or is_link
+    measure = _Links(links=1 if is_link else 0)
+
+    def count(text: str | None) -> None:
+        if not text:
+            return
+        chars = len("".join(text.split()))
+        words = len(_WORD.findall(text))
+        measure.chars += chars
+        if linked:
+            measure.link_chars += chars
+            measure.link_words += words
+        else:
+            measure.other_words += words
+
+    count(node.text)
+    for child in node:
+        if isinstance(child.tag, str):
+            measure.add(_measure_links(child, linked, table))
+        count(child.tail)
+    table[node] = measure
+    return measure
+
+
+def _is_link_list(node, measure: _Links, inside_declared_root: bool) -> bool:
+    if measure.links < 2 or measure.chars == 0:
+        return False
+    density = measure.link_chars / measure.chars
+    if inside_declared_root:
+        short_links = measure.link_words / measure.links <= 3
+        link_list = measure.links >= 3 and density >= 0.5 and measure.other_words <= 2
+        if not (short_links and link_list):
+            return False
+    elif density < 0.5 or measure.other_words > 8:
+        return False
+    if measure.other_words:
+        # "See Section 4.2 and Section 4.3." is a sentence that happens to be all links.
+        text = " ".join(node.text_content().split())
+        if text.endswith(_SENTENCE_END_CHARS):
+            return False
+    return True
+
+
+def _is_navigation_link(link) -> bool:
+    rels = set((link.get("rel") or "").lower().split())
+    return bool(rels & _NAVIGATION_RELS) or link.get("accesskey") is not None
+
+
+def _navigation_bar(link, root, measures: dict):
+    """The largest block around a navigation link that holds little besides navigation links."""
+    bar = None
+    node = link.getparent()
+    while node is not None and node is not root:
+        if node.tag in _BLOCK_TAGS:
+            if any(child.tag in _HEADING_TAGS for child in node.iter()):
+                break
+            nav_chars = sum(
+                len("".join(a.text_content().split()))
+                for a in node.iter("a")
+                if _is_navigation_link(a)
+            )
+            if measures[node].chars - nav_chars > _NAV_BAR_OTHER_CHARS:
+                break
+            bar = node
+        node = node.getparent()
+    return bar
+
+
+def _content_root(tree):
+    """The element holding the page's content, and whether the page declared it."""
+    declared = tree.xpath("//main | //*[@role='main']")
+    if declared:
+        return declared[0], True
+    articles = tree.xpath("//article")
+    if len(articles) == 1:
+        return articles[0], True
+    body = tree.find(".//body")
+    return (body if body is not None else tree), False
+
+
+def _strip_boilerplate(tree, link_lists: bool = True):
+    """The page's content root with its furniture removed (see the rules above)."""
+    for node in tree.xpath(_NEVER_CONTENT_XPATH):
+        if node.getparent() is not None:
+            node.drop_tree()
+    # Permalink anchors next to headings ("¶", "#", "§"): a link to this very page.
+    for link in tree.xpath("//a[starts-with(@href, '#')]"):
+        text = link.text_content().strip()
+        if len(text) <= 1 and not text.isalnum() and link.getparent() is not None:
+            link.drop_tree()
+    root, declared = _content_root(tree)
+    if not declared:
+        for node in root.xpath(".//header | .//footer | .//aside"):
+            if not node.xpath("ancestor::article") and node.getparent() is not None:
+                node.drop_tree()
+    measures: dict = {}
+    _measure_links(root, False, measures)
+    bars = {
+        bar
+        for link in root.iter("a")
+        if _is_navigation_link(link)
+        for bar in [_navigation_bar(link, root, measures)]
+        if bar is not None
+    }
+    for bar in bars:
+        if bar.getparent() is not None:
+            bar.drop_tree()
+    if link_lists:
+        measures.clear()
+        _measure_links(root, False, measures)  # again: the bars are gone
+        _drop_link_lists(root, root, declared, measures)
+    return root
+
+
+def _drop_link_lists(node, root, declared: bool, measures: dict) -> None:
+    for child in list(node):
+        if not isinstance(child.tag, str):
+            continue
+        measure = measures.get(child)
+        if (
+            child.tag in _BLOCK_TAGS
+            and measure is not None
+            and _is_link_list(child, measure, declared)
+        ):
+            child.drop_tree()
+        else:
+            _drop_link_lists(child, root, declared, measures)
 
 
 def _parse_html(path: Path) -> ParsedDocument:
@@ -382,24 +762,29 @@ def _parse_html(path: Path) -> ParsedDocument:
     from unstructured.partition.html import partition_html
 
     raw = path.read_bytes()
-    parser = lxml.html.HTMLParser()
-    try:
-        tree = lxml.html.fromstring(raw, parser=parser)
-    except (lxml.etree.ParserError, ValueError) as exc:
-        raise ParseError("The HTML page has no content.") from exc
-    # libxml2 stops descending at 256 levels (and at 10 MB text runs) and silently drops the
-    # rest: refuse the page with the reason rather than index part of it.
-    limits = [e.message for e in parser.error_log if e.type_name == "ERR_RESOURCE_LIMIT"]
-    if limits:
-        what = "nested too deeply" if "depth" in limits[0].lower() else "too large in one piece"
-        raise ParseError(f"The HTML page is {what} to be read safely ({limits[0].strip()}).")
+
+    def read_tree():
+        parser = lxml.html.HTMLParser()
+        try:
+            tree = lxml.html.fromstring(raw, parser=parser)
+        except (lxml.etree.ParserError, ValueError) as exc:
+            raise ParseError("The HTML page has no content.") from exc
+        # libxml2 stops descending at 256 levels (and at 10 MB text runs) and silently drops
+        # the rest: refuse the page with the reason rather than index part of it.
+        limits = [e.message for e in parser.error_log if e.type_name == "ERR_RESOURCE_LIMIT"]
+        if limits:
+            what = "nested too deeply" if "depth" in limits[0].lower() else "too large in one piece"
+            raise ParseError(f"The HTML page is {what} to be read safely ({limits[0].strip()}).")
+        return tree
+
+    tree = read_tree()
     page_title = _clean(tree.findtext(".//title") or "")
-    for node in tree.xpath(_BOILERPLATE_XPATH):
-        if node.getparent() is not None:
-            node.drop_tree()
-    main = tree.xpath("//main | //*[@role='main']")
-    html = lxml.html.tostring(main[0] if main else tree, encoding="unicode")
-    blocks = _from_elements(partition_html(text=html))
+    root = _strip_boilerplate(tree)
+    blocks = _from_elements(partition_html(text=lxml.html.tostring(root, encoding="unicode")))
+    if not blocks:
+        # A page that is nothing but links (a site map, an index) is still indexed as such.
+        root = _strip_boilerplate(read_tree(), link_lists=False)
+        blocks = _from_elements(partition_html(text=lxml.html.tostring(root, encoding="unicode")))
     first_heading = next((b.text for b in blocks if b.kind == "heading"), "")
     return ParsedDocument(blocks=blocks, title=first_heading or page_title)
 
