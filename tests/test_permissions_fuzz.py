@@ -16,8 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.urls import reverse
@@ -271,23 +273,20 @@ QUERY_SURFACES: dict[str, Surface] = {
 }
 
 
-def _available(name: str, surface: Surface, user: User, client: Client) -> str:
-    """Empty if the surface works, else why it is skipped (a part still being built)."""
-    try:
-        surface(user, client, "travel budget policy")
-    except NotImplementedError:
-        return f"{name}: not implemented yet"
-    return ""
-
-
 def _check(world: World, user_index: int, surface: str, exposures: list[Exposure], query: str):
     allowed = world.allowed_documents(user_index)
     denied = world.denied_tokens(user_index)
     for exposure in exposures:
         where = f"{surface} for {world.users[user_index].name} asking {query!r}"
         assert exposure.document_id in allowed | {0}, f"{where}: document {exposure.document_id}"
-        leaked = {t for t in denied if t in exposure.text.lower()}
-        assert not leaked, f"{where}: text of denied documents {leaked}"
+        # A token the user typed may be echoed back ("none of your documents mention X"); then
+        # only the denied document's own sentence around it counts as a leak.
+        leaked = {
+            t
+            for t in denied
+            if (f"{t} is the codename" if t in query.lower() else t) in exposure.text.lower()
+        }
+        assert not leaked, f"{where}: text of denied documents {leaked} in {exposure.text[:500]!r}"
 
 
 # --- the fuzz --------------------------------------------------------------------------------------
@@ -304,8 +303,8 @@ def test_no_surface_ever_shows_a_document_the_rules_deny(world, settings, capsys
     queries = queries[: int(os.environ.get("RAG_FUZZ_MAX_QUERIES", len(queries)))]
     timings: dict[str, float] = {}
     checks: dict[str, int] = {}
+    shown: dict[str, int] = {}  # exposures of readable documents each surface returned
     pairs = 0
-    skipped: list[str] = []
     conversations_by_user: dict[int, list[int]] = {}
     for _ in range(ROUNDS):
         world.draw_grants()
@@ -314,12 +313,8 @@ def test_no_surface_ever_shows_a_document_the_rules_deny(world, settings, capsys
             client = Client()
             client.force_login(user)
             clients.append(client)
+        # Every surface takes part: one that raises (NotImplementedError included) fails the fuzz.
         surfaces = dict(QUERY_SURFACES)
-        for name, surface in list(surfaces.items()):
-            reason = _available(name, surface, world.db_users[3], clients[3])
-            if reason:
-                skipped.append(reason)
-                del surfaces[name]
 
         for index, user in enumerate(world.db_users):
             user.refresh_from_db()
@@ -335,6 +330,7 @@ def test_no_surface_ever_shows_a_document_the_rules_deny(world, settings, capsys
                     checks[name] = checks.get(name, 0) + 1
                     _check(world, index, name, exposures, query)
                     _check_not_vacuous(world, index, name, exposures, query)
+                    shown[name] = shown.get(name, 0) + sum(1 for e in exposures if e.document_id)
                 pairs += 1
             conversations_by_user[index] = list(
                 Conversation.objects.filter(user=user).values_list("pk", flat=True)
@@ -343,12 +339,14 @@ def test_no_surface_ever_shows_a_document_the_rules_deny(world, settings, capsys
     message = (
         f"permission fuzz (seed {SEED}): {pairs} (user, query) pairs checked over {ROUNDS} rounds "
         f"of grants, {len(world.db_users)} users, {len(world.docs)} documents in "
-        f"{N_COLLECTIONS} collections; checks per surface: {checks}"
-        + (f"; skipped: {'; '.join(sorted(set(skipped)))}" if skipped else "")
+        f"{N_COLLECTIONS} collections; checks per surface: {checks}; documents shown: {shown}"
     )
     with capsys.disabled():
         print(f"\n{message}\n  seconds: { {k: round(v, 1) for k, v in timings.items()} }")
-    assert pairs == ROUNDS * N_USERS * len(queries)
+    # Not the loop's own count: every surface was really exercised, and each showed readable
+    # documents (a surface that showed nothing would pass every leak check vacuously).
+    assert set(checks) == set(QUERY_SURFACES), checks
+    assert all(shown.get(name, 0) > 0 for name in QUERY_SURFACES), shown
 
 
 def _surfaces_for_pair(pair: int, names: list[str]) -> list[str]:
@@ -393,8 +391,12 @@ def _check_lists_and_downloads(world: World, index: int, user: User, client: Cli
         if doc.document_id in allowed_docs:
             assert response.status_code == 200, (user.username, doc.token)
             assert doc.token in b"".join(response.streaming_content).decode()
+        elif user.is_active:
+            assert response.status_code == 404, (user.username, doc.token, response.status_code)
         else:
-            assert response.status_code in {302, 404}, (user.username, doc.token)
+            # An inactive account is not signed in at all: sent to the sign-in page, like anyone.
+            assert response.status_code == 302, (user.username, doc.token)
+            assert response["Location"].startswith(settings.LOGIN_URL), response["Location"]
 
     # API lists and their counters.
     documents = client.get("/api/v1/documents/", {"page_size": 200})
@@ -404,14 +406,14 @@ def _check_lists_and_downloads(world: World, index: int, user: User, client: Cli
         return
     listed = {d["id"] for d in documents.json()["results"]}
     assert listed & {d.document_id for d in world.docs} == allowed_docs
-    counts = {c["id"]: c.get("document_count") for c in collections.json()["results"]}
+    counts = {c["id"]: c["document_count"] for c in collections.json()["results"]}
     assert set(counts) & ours == allowed_collections
     for collection in world.db_collections:
         if collection.pk in counts:
             expected = sum(
                 1 for d in world.docs if world.db_collections[d.collection] == collection
             )
-            assert counts[collection.pk] in {expected, None}
+            assert counts[collection.pk] == expected, (user.username, collection.name)
 
 
 def _check_old_citations(world: World, index: int, user: User, conversation_ids: list[int]) -> None:
@@ -438,3 +440,119 @@ def test_tokens_are_distinct_words():
     tokens = [_token(rng, taken) for _ in range(50)]
     assert len(set(tokens)) == 50
     assert all(set(t) <= set(string.ascii_lowercase) for t in tokens)
+
+
+# --- many closer matches the user may not read -----------------------------------------------------
+
+DENSE_QUERY = "zoltrana quarterly mileage allowance for drivers"
+READABLE_TEXT = (
+    "Staff who drive their own car are paid the zoltrana mileage allowance once a quarter, "
+    "after the office checks the log book."
+)
+# Near-duplicates of the question: each closer to it than the readable passage, by both measures.
+DENSE_VARIANTS = [
+    f"{DENSE_QUERY}. {DENSE_QUERY}.",
+    f"The {DENSE_QUERY}: the zoltrana quarterly mileage allowance.",
+    f"Zoltrana quarterly mileage allowance. {DENSE_QUERY}, quarterly.",
+    f"{DENSE_QUERY} (zoltrana mileage allowance, quarterly, drivers).",
+]
+
+
+def _dense_row_count() -> int:
+    """More unreadable matches than every depth the search has: its result limit, the candidates
+    each method takes before fusion, and the HNSW scan's ef_search."""
+    from django.db import connection
+
+    from retrieval.search import CANDIDATES
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW hnsw.ef_search")
+        ef_search = int(cursor.fetchone()[0])
+    return 3 * max(settings.RAG_SEARCH_TOP_K, CANDIDATES, ef_search)
+
+
+@pytest.mark.django_db
+def test_the_readable_passage_comes_back_under_many_closer_unreadable_matches(
+    user, ingest_file, tmp_path
+):
+    """Filtering after the LIMIT, or an HNSW scan that stops before enough rows pass the
+    permission filter, would return nothing readable here: every unreadable row is a closer match
+    than the one readable passage, and there are three times more of them than any search depth."""
+    from django.db import connection
+
+    from ingestion.embedding import embed_query, embed_texts
+    from retrieval.search import MODES
+
+    readable = make_collection_for(user, "Open to this user")
+    path = tmp_path / "allowance.txt"
+    path.write_text(f"Mileage\n\n{READABLE_TEXT}\n")
+    document = ingest_file(readable, path)
+    assert document.status == Document.Status.READY, document.error
+
+    rows = _dense_row_count()
+    # Embedded once; each row then gets a slightly different vector, since the HNSW index keeps
+    # identical vectors as one graph node and that would hide an early stop.
+    vectors = embed_texts(DENSE_VARIANTS)
+    noise = np.random.default_rng(SEED).normal(scale=0.004, size=(rows, vectors.shape[1]))
+    row_vectors = vectors[np.arange(rows) % len(DENSE_VARIANTS)] + noise
+    row_vectors /= np.linalg.norm(row_vectors, axis=1, keepdims=True)
+    query_vector = embed_query(DENSE_QUERY)
+    readable_vector = np.asarray(Chunk.objects.get(document=document).embedding)
+    # The premise: every near-duplicate is closer to the question than the readable passage.
+    assert min(row_vectors @ query_vector) > float(readable_vector @ query_vector)
+    per_document = 25
+    chunks = []
+    for number in range(rows // per_document):
+        secret = Collection.objects.create(name=f"Secret {number}")  # restricted, no readers
+        hidden = Document.objects.create(
+            collection=secret,
+            file=f"documents/secret-{number}",
+            original_name=f"secret-{number}.txt",
+            title=f"Zoltrana mileage {number}",
+            content_type="text/plain",
+            size=1,
+            sha256=f"{number:064x}",
+            status=Document.Status.READY,
+            chunk_count=per_document,
+        )
+        for ordinal in range(per_document):
+            row = number * per_document + ordinal
+            chunks.append(
+                Chunk(
+                    document=hidden,
+                    ordinal=ordinal,
+                    text=DENSE_VARIANTS[row % len(DENSE_VARIANTS)],
+                    title=hidden.title,
+                    token_count=16,
+                    embedding=row_vectors[row].tolist(),
+                )
+            )
+    Chunk.objects.bulk_create(chunks)
+    assert Chunk.objects.exclude(document__collection=readable).count() >= rows
+
+    for planner in ("default plan", "indexes forced"):
+        if planner == "indexes forced":
+            # With few readable rows the planner rightly sorts them all; here the HNSW scan (the
+            # one that could stop early under a filter, as in a large corpus) must do the work.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL enable_seqscan = off")
+                cursor.execute("SET LOCAL enable_sort = off")
+        for mode in MODES:
+            passages = search(user, DENSE_QUERY, mode=mode)
+            found = [p.document_id for p in passages]
+            assert document.pk in found, (planner, mode, found)
+            assert set(found) == {document.pk}, (planner, mode)
+
+    client = Client()
+    client.force_login(user)
+    response = client.post(
+        "/api/v1/search", {"query": DENSE_QUERY}, content_type="application/json"
+    )
+    assert response.status_code == 200, response.content[:300]
+    assert [r["document_id"] for r in response.json()["results"]] == [document.pk]
+
+
+def make_collection_for(user: User, name: str) -> Collection:
+    collection = Collection.objects.create(name=name)
+    collection.reader_users.set([user])
+    return collection
