@@ -1,19 +1,24 @@
 """The Django admin for collections and documents: multi-file upload, filters, bulk actions.
 
-Uploads go through services.register_upload like every other entry point.
+Uploads go through services.register_upload like every other entry point. Every action checks
+the model permission it needs (a "view" permission only looks) and writes one audit row (via
+"admin"); staff who are not superusers see and act on the collections they may read only, as in
+the console and the API.
 """
 
 from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 
-from ingestion import services
+from ingestion import permissions, services
 from ingestion.models import Chunk, Collection, Document
+from retrieval import audit
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -33,16 +38,78 @@ class MultipleFileField(forms.FileField):
 
 
 class UploadForm(forms.Form):
-    collection = forms.ModelChoiceField(queryset=Collection.objects.all())
+    collection = forms.ModelChoiceField(queryset=Collection.objects.none())
     files = MultipleFileField(label="Files")
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Only where the user may upload: another collection is "not one of the choices", so a
+        # duplicate upload can never tell anyone what a collection they cannot read holds.
+        self.fields["collection"].queryset = permissions.managed_collections(user)
+
+
+class ActionPermissionMixin:
+    """Admin actions named in `action_permissions` need that permission ("change", "delete"):
+    they are not offered without it, and a request naming one anyway is refused with 403."""
+
+    action_permissions: dict[str, str] = {}
+
+    def get_actions(self, request: HttpRequest):
+        actions = super().get_actions(request)
+        for name, permission in self.action_permissions.items():
+            if not self._allowed(request, permission):
+                actions.pop(name, None)
+        return actions
+
+    def changelist_view(self, request: HttpRequest, extra_context=None) -> HttpResponse:
+        if request.method == "POST":
+            permission = self.action_permissions.get(request.POST.get("action", ""))
+            if permission and not self._allowed(request, permission):
+                raise PermissionDenied
+        return super().changelist_view(request, extra_context)
+
+    def _allowed(self, request: HttpRequest, permission: str) -> bool:
+        return getattr(self, f"has_{permission}_permission")(request)
 
 
 @admin.register(Collection)
-class CollectionAdmin(admin.ModelAdmin):
+class CollectionAdmin(ActionPermissionMixin, admin.ModelAdmin):
     list_display = ["name", "visibility", "document_count", "created_at"]
     search_fields = ["name", "description"]
     filter_horizontal = ["reader_groups", "reader_users", "managers"]
     actions = ["reindex"]
+    action_permissions = {"reindex": "change"}
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Collection]:
+        return (
+            super()
+            .get_queryset(request)
+            .filter(pk__in=permissions.managed_collections(request.user).values("pk"))
+        )
+
+    def delete_model(self, request: HttpRequest, obj: Collection) -> None:
+        self._delete(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Collection]) -> None:
+        for collection in queryset:
+            self._delete(request, collection)
+
+    def _delete(self, request: HttpRequest, collection: Collection) -> None:
+        """Each document through the service (its file, and what answers quoted of it, go too),
+        then the collection; one audit row names them all."""
+        document_ids = []
+        for document in collection.documents.all():
+            document_ids.append(document.pk)
+            services.delete_document(document)
+        audit.record(
+            "delete",
+            user=request.user,
+            via="admin",
+            document_ids=document_ids,
+            detail={"collection_id": collection.pk, "collection": collection.name},
+            request=request,
+        )
+        collection.delete()
 
     @admin.display(description="Documents")
     def document_count(self, obj: Collection) -> int:
@@ -50,7 +117,17 @@ class CollectionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Re-index the selected collections")
     def reindex(self, request: HttpRequest, queryset: QuerySet[Collection]) -> None:
-        count = sum(services.reindex_collection(collection) for collection in queryset)
+        count = 0
+        for collection in queryset:
+            queued = services.reindex_collection(collection)
+            count += queued
+            audit.record(
+                "reingest",
+                user=request.user,
+                via="admin",
+                detail={"collection_id": collection.pk, "documents": queued},
+                request=request,
+            )
         self.message_user(request, f"Queued {count} documents for re-indexing.")
 
 
@@ -68,7 +145,7 @@ class ChunkInline(admin.TabularInline):
 
 
 @admin.register(Document)
-class DocumentAdmin(admin.ModelAdmin):
+class DocumentAdmin(ActionPermissionMixin, admin.ModelAdmin):
     list_display = [
         "__str__",
         "collection",
@@ -78,7 +155,8 @@ class DocumentAdmin(admin.ModelAdmin):
         "size",
         "created_at",
     ]
-    list_filter = ["status", "collection", "content_type"]
+    # Only collections that hold a listed document: no names of collections the user cannot read.
+    list_filter = ["status", ("collection", admin.RelatedOnlyFieldListFilter), "content_type"]
     search_fields = ["title", "original_name", "sha256", "error"]
     readonly_fields = [
         "collection",
@@ -101,10 +179,21 @@ class DocumentAdmin(admin.ModelAdmin):
     fields = ["title", *readonly_fields]
     inlines = [ChunkInline]
     actions = ["retry", "delete_documents"]
+    action_permissions = {"retry": "change", "delete_documents": "delete"}
     change_list_template = "admin/ingestion/document/change_list.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Document]:
+        return (
+            super()
+            .get_queryset(request)
+            .filter(collection__in=permissions.managed_collections(request.user))
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # uploads go through the upload view, which validates and queues
+
+    def may_upload(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("ingestion.add_document")
 
     def get_actions(self, request):
         actions = super().get_actions(request)
@@ -112,20 +201,49 @@ class DocumentAdmin(admin.ModelAdmin):
         return actions
 
     def delete_model(self, request, obj: Document) -> None:
-        services.delete_document(obj)
+        # Django's delete view has checked has_delete_permission already.
+        self._delete(request, obj)
+
+    def _delete(self, request: HttpRequest, document: Document) -> None:
+        name, collection_id, document_id = (
+            document.original_name,
+            document.collection_id,
+            document.pk,
+        )
+        services.delete_document(document)
+        audit.record(
+            "delete",
+            user=request.user,
+            via="admin",
+            document_ids=[document_id],
+            detail={"name": name, "collection_id": collection_id},
+            request=request,
+        )
 
     @admin.action(description="Retry (re-ingest) the selected documents")
     def retry(self, request: HttpRequest, queryset: QuerySet[Document]) -> None:
-        count = services.reingest(queryset)
+        documents = list(queryset)
+        count = services.reingest(documents)
+        audit.record(
+            "reingest",
+            user=request.user,
+            via="admin",
+            document_ids=[document.pk for document in documents],
+            request=request,
+        )
         self.message_user(request, f"Queued {count} documents.")
 
     @admin.action(description="Delete the selected documents, their files, chunks and embeddings")
     def delete_documents(self, request: HttpRequest, queryset: QuerySet[Document]) -> None:
         count = 0
         for document in queryset:
-            services.delete_document(document)
+            self._delete(request, document)
             count += 1
         self.message_user(request, f"Deleted {count} documents.")
+
+    def changelist_view(self, request: HttpRequest, extra_context=None) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "may_upload": self.may_upload(request)}
+        return super().changelist_view(request, extra_context)
 
     def get_urls(self):
         upload = path(
@@ -136,7 +254,9 @@ class DocumentAdmin(admin.ModelAdmin):
         return [upload, *super().get_urls()]
 
     def upload_view(self, request: HttpRequest):
-        form = UploadForm(request.POST or None, request.FILES or None)
+        if not self.may_upload(request):
+            raise PermissionDenied
+        form = UploadForm(request.POST or None, request.FILES or None, user=request.user)
         if request.method == "POST" and form.is_valid():
             collection = form.cleaned_data["collection"]
             for uploaded in form.cleaned_data["files"]:
@@ -147,6 +267,18 @@ class DocumentAdmin(admin.ModelAdmin):
                 except services.UploadRejected as exc:
                     messages.error(request, f"Rejected: {exc}")
                     continue
+                audit.record(
+                    "upload",
+                    user=request.user,
+                    via="admin",
+                    document_ids=[result.document.pk],
+                    detail={
+                        "name": result.document.original_name,
+                        "collection_id": collection.pk,
+                        "duplicate": not result.created,
+                    },
+                    request=request,
+                )
                 if result.created:
                     messages.success(request, f"Queued: {uploaded.name}")
                 else:

@@ -5,7 +5,8 @@ takes `readable_collection_ids` as a parameter, so the filter runs before rankin
 
 The rules: nobody signed out or deactivated reads anything; a superuser reads everything; others
 read a collection that is visible to everyone signed in, or lists them, one of their groups, or
-them as a manager. Staff and a collection's managers may upload to it and delete from it.
+them as a manager. A collection's managers, and staff who may read it, may upload to it and
+delete from it (superusers: every collection).
 Rules are evaluated on every call, never cached: revoking a grant takes effect at once.
 """
 
@@ -58,11 +59,16 @@ def can_manage_document(user: User | AnonymousUser, document: Document) -> bool:
 
 
 def managed_collections(user: User | AnonymousUser) -> QuerySet[Collection]:
-    """Collections `user` may upload to and delete from: staff manage all, managers their own."""
+    """Collections `user` may upload to and delete from: a superuser all, other staff those they
+    may read, managers their own (which they read). Managing implies reading: otherwise a
+    console or admin page would show a staff member the names, titles, errors and counts of a
+    collection they may not read, and a duplicate upload would tell them a file is there."""
     if not user or not user.is_authenticated or not user.is_active:
         return Collection.objects.none()
-    if user.is_superuser or user.is_staff:
+    if user.is_superuser:
         return Collection.objects.all()
+    if user.is_staff:
+        return readable_collections(user)
     return Collection.objects.filter(managers=user)
 
 

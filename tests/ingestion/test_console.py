@@ -30,7 +30,11 @@ def signed_in(user: User, **kwargs) -> Client:
 
 @pytest.fixture
 def staff(db) -> User:
-    return User.objects.create_user("editor", password="a-long-test-password", is_staff=True)
+    # A superuser manages every collection; other staff only those they may read (#10, see
+    # tests/test_privacy_staff.py), and these tests' collections are restricted.
+    return User.objects.create_user(
+        "editor", password="a-long-test-password", is_staff=True, is_superuser=True
+    )
 
 
 @pytest.fixture
