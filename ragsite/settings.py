@@ -279,6 +279,13 @@ RAG_LLM_REASONING_TOKENS = env_int("RAG_LLM_REASONING_TOKENS", 1024)
 # think; raise it for one that thinks long (an answer cut off mid-thought fails visibly).
 RAG_LLM_REASONING_TOKENS = env_int("RAG_LLM_REASONING_TOKENS", 1024)
 RAG_LLM_TEMPERATURE = env_float("RAG_LLM_TEMPERATURE", 0.1)
+# With a model configured: follow-ups rewritten into standalone queries by the model (the
+# rule-based rewrite stays the default and the fallback), and HyDE, a hypothetical answer passage
+# whose embedding is searched too, fused by RRF. Both short jobs, bounded by RAG_LLM_QUERY_TIMEOUT;
+# on any failure the question is searched as without them.
+RAG_LLM_REWRITE = env_bool("RAG_LLM_REWRITE", False)
+RAG_HYDE = env_bool("RAG_HYDE", False)
+RAG_LLM_QUERY_TIMEOUT = env_float("RAG_LLM_QUERY_TIMEOUT", 8.0)
 # Below this cosine similarity of the best passage, answer "nothing relevant found" without
 # calling the model. Dev eval set (73 questions, 100 pages, all-MiniLM-L6-v2): answerable
 # questions score 0.40 or more; off-topic ones 0.21-0.30. Questions about absent libraries score

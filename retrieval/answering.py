@@ -146,10 +146,22 @@ def is_follow_up(question: str) -> bool:
     )
 
 
-def rewrite_query(question: str, previous_queries: Sequence[str]) -> str:
-    """A standalone search query for `question`. Deterministic: a follow-up gets the key terms of
-    the previous standalone query (which already carries its own context) put in front."""
-    if not previous_queries or not is_follow_up(question):
+def rewrite_query(
+    question: str,
+    previous_queries: Sequence[str],
+    history: Sequence[tuple[str, str]] = (),
+) -> str:
+    """A standalone search query for `question`. With RAG_LLM_REWRITE and a model configured,
+    the model writes it from the conversation (retrieval.query_expansion). Otherwise, and when
+    the model fails, deterministic: a follow-up gets the key terms of the previous standalone
+    query (which already carries its own context) put in front."""
+    if not previous_queries:
+        return question
+    from retrieval import query_expansion
+
+    if rewritten := query_expansion.model_rewrite(question, history):
+        return rewritten
+    if not is_follow_up(question):
         return question
     present = set(extractive.content_words(question))
     terms: list[str] = []
@@ -281,7 +293,7 @@ def _stream(
     elif collection_id is None:
         collection_id = conversation.collection_id
     history, previous_queries = _history(conversation)
-    query = rewrite_query(question, previous_queries)
+    query = rewrite_query(question, previous_queries, history)
     with transaction.atomic():
         Message.objects.create(conversation=conversation, role=Message.Role.USER, content=question)
         reply = Message.objects.create(

@@ -68,6 +68,7 @@ class Passage:
     fts_rank: int | None = None
     similarity: float | None = None  # cosine similarity of the chunk to the query
     rerank_score: float | None = None  # the cross-encoder's score, when one reordered them
+    hyde_rank: int | None = None  # rank in the hypothetical-answer (HyDE) results, when used
 
 
 # Each word of the question as its own one-word query: the lexeme quoted and escaped (chr(92) is
@@ -93,6 +94,18 @@ WITH vector_hits AS (
         WHERE d.status = 'ready' AND d.collection_id = ANY(%(collections)s)
         ORDER BY c.embedding <=> %(embedding)s::vector
         LIMIT %(vector_candidates)s
+    ) nearest
+),
+hyde_hits AS (
+    -- HyDE (RAG_HYDE): passages nearest a hypothetical answer the model wrote; LIMIT 0 when off.
+    SELECT id, row_number() OVER (ORDER BY distance) AS rank
+    FROM (
+        SELECT c.id, c.embedding <=> %(hyde_embedding)s::vector AS distance
+        FROM ingestion_chunk c
+        JOIN ingestion_document d ON d.id = c.document_id
+        WHERE d.status = 'ready' AND d.collection_id = ANY(%(collections)s)
+        ORDER BY c.embedding <=> %(hyde_embedding)s::vector
+        LIMIT %(hyde_candidates)s
     ) nearest
 ),
 corpus AS (
@@ -144,14 +157,24 @@ text_hits AS (
     ) matched
 ),
 fused AS (
-    SELECT coalesce(v.id, t.id) AS id, v.rank AS vector_rank, t.rank AS fts_rank, v.similarity,
-           %(vector_weight)s * coalesce(1.0 / (%(rrf_k)s + v.rank), 0)
-           + %(fts_weight)s * coalesce(1.0 / (%(rrf_k)s + t.rank), 0) AS score
-    FROM vector_hits v FULL OUTER JOIN text_hits t ON v.id = t.id
+    SELECT id, min(vector_rank) AS vector_rank, min(fts_rank) AS fts_rank,
+           min(hyde_rank) AS hyde_rank, max(similarity) AS similarity,
+           %(vector_weight)s * coalesce(1.0 / (%(rrf_k)s + min(vector_rank)), 0)
+           + %(fts_weight)s * coalesce(1.0 / (%(rrf_k)s + min(fts_rank)), 0)
+           + %(hyde_weight)s * coalesce(1.0 / (%(rrf_k)s + min(hyde_rank)), 0) AS score
+    FROM (
+        SELECT id, rank AS vector_rank, NULL::bigint AS fts_rank, NULL::bigint AS hyde_rank,
+               similarity
+        FROM vector_hits
+        UNION ALL SELECT id, NULL, rank, NULL, NULL FROM text_hits
+        UNION ALL SELECT id, NULL, NULL, rank, NULL FROM hyde_hits
+    ) hits
+    GROUP BY id
 )
 SELECT c.id, c.document_id, d.collection_id, d.title, c.text, c.heading, c.page_start, c.page_end,
        f.score, f.vector_rank, f.fts_rank,
-       coalesce(f.similarity, 1 - (c.embedding <=> %(embedding)s::vector)) AS similarity
+       coalesce(f.similarity, 1 - (c.embedding <=> %(embedding)s::vector)) AS similarity,
+       f.hyde_rank
 FROM fused f
 JOIN ingestion_chunk c ON c.id = f.id
 JOIN ingestion_document d ON d.id = c.document_id
@@ -186,18 +209,28 @@ def search(
     return search_collections(allowed, question, limit, mode)
 
 
-def _query_params(collection_ids: list[int], question: str, mode: str, limit: int) -> dict:
+def _query_params(
+    collection_ids: list[int], question: str, mode: str, limit: int, hyde_passage: str | None = None
+) -> dict:
     vector_weight = 0.0 if mode == "fts" else 1.0
     fts_weight = 0.0 if mode == "vector" else 1.0
+    question_vector = embedding.embed_query(question).tolist()
+    hyde_weight = vector_weight if hyde_passage else 0.0
     return {
         "collections": list(collection_ids),
-        "embedding": embedding.embed_query(question).tolist(),
+        "embedding": question_vector,
+        # The hypothetical answer is embedded as passages are (it plays one).
+        "hyde_embedding": embedding.embed_texts([hyde_passage])[0].tolist()
+        if hyde_weight
+        else question_vector,
         "text": full_text_query(question),
         # A method left out of the mode is not run at all (LIMIT 0 reads nothing).
         "vector_candidates": CANDIDATES if vector_weight else 0,
         "text_candidates": CANDIDATES if fts_weight else 0,
+        "hyde_candidates": CANDIDATES if hyde_weight else 0,
         "vector_weight": vector_weight,
         "fts_weight": fts_weight,
+        "hyde_weight": hyde_weight,
         "rrf_k": RRF_K,
         "fts_weights": FTS_WEIGHTS,
         "common_fraction": COMMON_FRACTION,
@@ -221,11 +254,23 @@ def search_collections(
         return []
     limit = limit or settings.RAG_SEARCH_TOP_K
     reranker = rerank.get_reranker()
+    hyde_passage = None
+    if mode != "fts" and settings.RAG_HYDE:
+        from retrieval import query_expansion
+
+        hyde_passage = query_expansion.hypothetical_passage(question)
     params = _query_params(
-        collection_ids, question, mode, max(limit, RERANK_DEPTH) if reranker else limit
+        collection_ids,
+        question,
+        mode,
+        max(limit, RERANK_DEPTH) if reranker else limit,
+        hyde_passage,
     )
     rows = _run(_SQL, params)
-    passages = [Passage(*row[:8], float(row[8]), row[9], row[10], float(row[11])) for row in rows]
+    passages = [
+        Passage(*row[:8], float(row[8]), row[9], row[10], float(row[11]), hyde_rank=row[12])
+        for row in rows
+    ]
     if reranker is not None and passages:
         # The cross-encoder sees what the embedder saw: title and heading path give context.
         try:

@@ -46,6 +46,8 @@ class FakeOpenAIServer:
       reasoning_form "reasoning_content" | "reasoning" (vLLM's reasoning parser: a delta field)
       or "tags" (no parser: "<think>…</think>" at the start of the content)
     finish_reason: what the last event says ("stop", or "length" for a cut-off answer)
+    trouble_for: a function of the request body returning None, a delay in seconds, or "500",
+      to slow down or fail some requests only (e.g. the short query-rewriting jobs)
     """
 
     answer: str | Callable[[dict], str] = "The answer is in the documents [1]."
@@ -56,6 +58,7 @@ class FakeOpenAIServer:
     reasoning: str = ""
     reasoning_form: str = "reasoning_content"
     finish_reason: str = "stop"
+    trouble_for: Callable[[dict], float | str | None] | None = None
     models: list[str] = field(default_factory=lambda: [MODEL_ID])
     requests: list[RecordedRequest] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
@@ -151,6 +154,12 @@ class _Handler(BaseHTTPRequestHandler):
         if self._fail_early():
             return
         fake = self.server_fake
+        trouble = fake.trouble_for(body) if fake.trouble_for else None
+        if trouble == "500":
+            self._json(500, {"error": {"message": "CUDA out of memory", "type": "server_error"}})
+            return
+        if trouble:
+            fake._release.wait(float(trouble))  # returns early when the server stops
         text = fake.reply_for(body)
         model = body.get("model", MODEL_ID)
         reasoning_field = ""
