@@ -44,6 +44,15 @@ MAX_QUERY_TERMS = 16
 TIMEOUT_MESSAGE = "The search took too long. Try a shorter or more specific question."
 
 
+class SearchUnavailable(exceptions.APIException):
+    """The question could not be embedded (the embedding server is down, the model missing). An
+    APIException, so the API answers 503 with this message; `str()` is fit to show a person."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "search_unavailable"
+    default_detail = "Search is unavailable right now. Please try again shortly."
+
+
 class SearchTimeout(exceptions.APIException):
     """The search statement ran past RAG_SEARCH_TIMEOUT_MS and PostgreSQL cancelled it. An
     APIException, so the API answers 503 with this message; `str()` is fit to show a person."""
@@ -259,13 +268,17 @@ def search_collections(
         from retrieval import query_expansion
 
         hyde_passage = query_expansion.hypothetical_passage(question)
-    params = _query_params(
-        collection_ids,
-        question,
-        mode,
-        max(limit, RERANK_DEPTH) if reranker else limit,
-        hyde_passage,
-    )
+    try:
+        params = _query_params(
+            collection_ids,
+            question,
+            mode,
+            max(limit, RERANK_DEPTH) if reranker else limit,
+            hyde_passage,
+        )
+    except (embedding.EmbeddingUnavailable, embedding.EmbeddingModelError) as exc:
+        logger.warning("search: the question could not be embedded: %s", exc)
+        raise SearchUnavailable() from exc
     rows = _run(_SQL, params)
     passages = [
         Passage(*row[:8], float(row[8]), row[9], row[10], float(row[11]), hyde_rank=row[12])

@@ -139,3 +139,18 @@ def test_embedding_traffic_ignores_proxy_variables(
 def test_the_url_may_be_the_base_or_the_endpoint(settings, configured, posted_to):
     settings.RAG_EMBEDDING_URL = configured
     assert embedding.embeddings_url() == posted_to
+
+
+def test_a_question_that_cannot_be_embedded_gets_a_503_with_a_message(
+    fake_embedder, collection, user, client
+):
+    fake_embedder.fail_next = 100
+    client.force_login(user)
+
+    response = client.post(
+        "/api/v1/search", {"query": "Aurora launch code"}, content_type="application/json"
+    )
+
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "search_unavailable"
+    assert "unavailable" in response.json()["error"]["message"]
