@@ -274,10 +274,9 @@ RAG_LLM_MAX_ANSWER_TOKENS = env_int("RAG_LLM_MAX_ANSWER_TOKENS", 768)
 # tokens are added to the answer's max_tokens and kept free of prompt. 0 for a model that does not
 # think; raise it for one that thinks long (an answer cut off mid-thought fails visibly).
 RAG_LLM_REASONING_TOKENS = env_int("RAG_LLM_REASONING_TOKENS", 1024)
-# Reasoning models think before answering (the thinking is never shown or stored): this many
-# tokens are added to the answer's max_tokens and kept free of prompt. 0 for a model that does not
-# think; raise it for one that thinks long (an answer cut off mid-thought fails visibly).
-RAG_LLM_REASONING_TOKENS = env_int("RAG_LLM_REASONING_TOKENS", 1024)
+# For a model whose chat template opens the thinking itself (its output starts mid-thought and
+# only "</think>" shows, e.g. DeepSeek-R1 without vLLM's --reasoning-parser).
+RAG_LLM_STARTS_THINKING = env_bool("RAG_LLM_STARTS_THINKING", False)
 RAG_LLM_TEMPERATURE = env_float("RAG_LLM_TEMPERATURE", 0.1)
 # With a model configured: follow-ups rewritten into standalone queries by the model (the
 # rule-based rewrite stays the default and the fallback), and HyDE, a hypothetical answer passage

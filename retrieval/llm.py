@@ -65,10 +65,13 @@ class ThinkFilter:
     is a tag). `feed` returns the visible text of a piece and whether any of it was thinking;
     `flush` ends the stream: an unclosed `<think>` yields nothing of what followed it. Leading
     whitespace of the answer (the blank line after `</think>`) is dropped. Linear in the input:
-    at most a tag's length is held back between pieces."""
+    at most a tag's length is held back between pieces.
 
-    def __init__(self) -> None:
-        self.inside = False
+    `starts_inside`: for a model whose chat template opens the thinking itself (DeepSeek-R1 served
+    without a reasoning parser), so its output begins mid-thought and only `</think>` shows."""
+
+    def __init__(self, starts_inside: bool = False) -> None:
+        self.inside = starts_inside
         self._carry = ""  # the end of the last piece, when it may start a tag
         self._started = False  # visible text has begun
 
@@ -116,7 +119,7 @@ def _partial_tag_length(text: str, tag: str) -> int:
 
 def strip_thinking(text: str) -> str:
     """A whole (non-streamed) reply without its `<think>` blocks."""
-    think = ThinkFilter()
+    think = ThinkFilter(settings.RAG_LLM_STARTS_THINKING)
     visible, _ = think.feed(text)
     return (visible + think.flush()).strip()
 
@@ -258,7 +261,7 @@ class OpenAICompatibleGenerator:
         """The answer's text pieces as the server produces them, `THINKING` while it thinks.
         Raises ModelUnavailable on any failure; a failure after the first piece is never retried
         (the reader has seen part of it)."""
-        think = ThinkFilter()
+        think = ThinkFilter(settings.RAG_LLM_STARTS_THINKING)
         visible = False
         finish = ""
         for piece in self._raw_stream(messages):

@@ -150,3 +150,17 @@ def test_the_chat_page_shows_a_thinking_state_until_the_first_words(user):
 
     template = page.split('id="tpl-answer"', 1)[1].split("</template>", 1)[0]
     assert "data-thinking" in template and "Thinking…" in template
+
+
+def test_a_model_whose_template_opens_the_thinking_shows_only_what_follows_think(
+    dev_corpus, user, fake_llm, settings
+):
+    settings.RAG_LLM_STARTS_THINKING = True
+    fake_llm.answer = f"{THOUGHTS}</think>\n\n{ANSWER}"  # no opening tag: the prompt had it
+    fake_llm.piece_chars = 5
+
+    result = answer(user, DEEP_COPY)
+
+    assert result.text == ANSWER
+    assert [c.number for c in result.citations] == [1]
+    assert llm.strip_thinking(f"{THOUGHTS}</think>standalone") == "standalone"
