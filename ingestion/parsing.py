@@ -610,13 +610,15 @@ _SENTENCE_END_CHARS = (".", "!", "?", ":", ";")
 
 @dataclass
 class _Links:
-    """How much of an element's text is link text."""
+    """How much of an element's text is link text, and where the element sits in the text."""
 
     chars: int = 0
     link_chars: int = 0
     links: int = 0
     link_words: int = 0
     other_words: int = 0
+    start: int = 0  # characters of text before the element
+    end: int = 0  # ... before its end
 
     def add(self, other: _Links) -> None:
         self.chars += other.chars
@@ -626,10 +628,10 @@ class _Links:
         self.other_words += other.other_words
 
 
-def _measure_links(node, inside_link: bool, table: dict) -> _Links:
+def _measure_links(node, inside_link: bool, table: dict, position: list[int]) -> _Links:
     is_link = node.tag == "a" and node.get("href") is not None
     linked = inside_link or is_link
-    measure = _Links(links=1 if is_link else 0)
+    measure = _Links(links=1 if is_link else 0, start=position[0])
 
     def count(text: str | None) -> None:
         if not text:
@@ -637,6 +639,7 @@ def _measure_links(node, inside_link: bool, table: dict) -> _Links:
         chars = len("".join(text.split()))
         words = len(_WORD.findall(text))
         measure.chars += chars
+        position[0] += chars
         if linked:
             measure.link_chars += chars
             measure.link_words += words
@@ -646,20 +649,31 @@ def _measure_links(node, inside_link: bool, table: dict) -> _Links:
     count(node.text)
     for child in node:
         if isinstance(child.tag, str):
-            measure.add(_measure_links(child, linked, table))
+            measure.add(_measure_links(child, linked, table, position))
         count(child.tail)
+    measure.end = position[0]
     table[node] = measure
     return measure
 
 
-def _is_link_list(node, measure: _Links, inside_declared_root: bool) -> bool:
+def _measures(root) -> dict:
+    table: dict = {}
+    _measure_links(root, False, table, [0])
+    return table
+
+
+def _is_link_list(node, measure: _Links, declared_root: _Links | None) -> bool:
     if measure.links < 2 or measure.chars == 0:
         return False
     density = measure.link_chars / measure.chars
-    if inside_declared_root:
+    if declared_root is not None:
+        # Inside the page's declared content: only a run of short links at its very start or
+        # end (breadcrumbs, a pager, a trailing table of contents); descriptive links and link
+        # lists between paragraphs are part of what the page says.
+        at_edge = measure.start == 0 or measure.end >= declared_root.end
         short_links = measure.link_words / measure.links <= 3
         link_list = measure.links >= 3 and density >= 0.5 and measure.other_words <= 2
-        if not (short_links and link_list):
+        if not (at_edge and short_links and link_list):
             return False
     elif density < 0.5 or measure.other_words > 8:
         return False
@@ -723,8 +737,7 @@ def _strip_boilerplate(tree, link_lists: bool = True):
         for node in root.xpath(".//header | .//footer | .//aside"):
             if not node.xpath("ancestor::article") and node.getparent() is not None:
                 node.drop_tree()
-    measures: dict = {}
-    _measure_links(root, False, measures)
+    measures = _measures(root)
     bars = {
         bar
         for link in root.iter("a")
@@ -736,25 +749,43 @@ def _strip_boilerplate(tree, link_lists: bool = True):
         if bar.getparent() is not None:
             bar.drop_tree()
     if link_lists:
-        measures.clear()
-        _measure_links(root, False, measures)  # again: the bars are gone
-        _drop_link_lists(root, root, declared, measures)
+        measures = _measures(root)  # again: the bars are gone
+        _drop_link_lists(root, measures[root] if declared else None, measures)
     return root
 
 
-def _drop_link_lists(node, root, declared: bool, measures: dict) -> None:
+_TABLE_TAGS = {"table", "thead", "tbody", "tfoot", "tr", "td", "th"}
+
+
+def _unwrap_source_lines(node, inside_pre: bool = False) -> None:
+    """Line breaks in HTML source are spaces, except inside <pre>: said so before unstructured
+    reads the page, since its table cells join source lines without one ("MIME\nquoted" would
+    become "MIMEquoted")."""
+    inside_pre = inside_pre or node.tag in {"pre", "textarea"}
+    if not inside_pre and node.text and "\n" in node.text:
+        node.text = node.text.replace("\n", " ")
+    for child in node:
+        if isinstance(child.tag, str):
+            _unwrap_source_lines(child, inside_pre)
+        if not inside_pre and child.tail and "\n" in child.tail:
+            child.tail = child.tail.replace("\n", " ")
+
+
+def _drop_link_lists(node, declared_root: _Links | None, measures: dict) -> None:
     for child in list(node):
         if not isinstance(child.tag, str):
             continue
+        if declared_root is not None and child.tag in _TABLE_TAGS:
+            continue  # a table in the content is data, even when its cells are links
         measure = measures.get(child)
         if (
             child.tag in _BLOCK_TAGS
             and measure is not None
-            and _is_link_list(child, measure, declared)
+            and _is_link_list(child, measure, declared_root)
         ):
             child.drop_tree()
         else:
-            _drop_link_lists(child, root, declared, measures)
+            _drop_link_lists(child, declared_root, measures)
 
 
 def _parse_html(path: Path) -> ParsedDocument:
@@ -780,10 +811,12 @@ def _parse_html(path: Path) -> ParsedDocument:
     tree = read_tree()
     page_title = _clean(tree.findtext(".//title") or "")
     root = _strip_boilerplate(tree)
+    _unwrap_source_lines(root)
     blocks = _from_elements(partition_html(text=lxml.html.tostring(root, encoding="unicode")))
     if not blocks:
         # A page that is nothing but links (a site map, an index) is still indexed as such.
         root = _strip_boilerplate(read_tree(), link_lists=False)
+        _unwrap_source_lines(root)
         blocks = _from_elements(partition_html(text=lxml.html.tostring(root, encoding="unicode")))
     first_heading = next((b.text for b in blocks if b.kind == "heading"), "")
     return ParsedDocument(blocks=blocks, title=first_heading or page_title)

@@ -91,6 +91,10 @@ THEMED_PAGE = """<html><body>
 <h1>Install</h1>
 <p>Run the installer with <a href="/cli/">the command line tool</a>.</p>
 <p>See also: <a href="/a/">Upgrading</a>, <a href="/b/">Removing</a>.</p>
+<p>For tutorials, please see</p><ul><li><a href="/t1">Basics</a></li><li><a href="/t2">Advanced</a>
+</li><li><a href="/t3">Cookbook</a></li></ul>
+<table><tr><th>Old</th><th>New</th></tr><tr><td><a href="/o1">os.path.isdir()</a></td>
+<td><a href="/n1">Path.is_dir()</a></td></tr></table>
 <ul><li><a href="/guide/linux/">Installing on Linux servers with systemd</a></li>
 <li><a href="/guide/mac/">Installing on a Mac laptop with Homebrew</a></li>
 <li><a href="/guide/win/">Installing on Windows with the MSI package</a></li></ul>
@@ -110,6 +114,11 @@ def test_breadcrumbs_and_pager_inside_main_go_but_descriptive_links_and_footnote
         ("heading", "Install"),
         ("text", "Run the installer with the command line tool."),
         ("text", "See also: Upgrading, Removing."),
+        ("text", "For tutorials, please see"),
+        ("list", "Basics"),
+        ("list", "Advanced"),
+        ("list", "Cookbook"),
+        ("table", "Old | New\nos.path.isdir() | Path.is_dir()"),
         ("list", "Installing on Linux servers with systemd"),
         ("list", "Installing on a Mac laptop with Homebrew"),
         ("list", "Installing on Windows with the MSI package"),
