@@ -7,7 +7,7 @@
 #
 #   tests/netns_run.sh [pytest arguments]          (what `make test` runs)
 #
-# Where no namespace can be made (no `unshare`, no privilege), it says so loudly and runs the suite
+# Where no namespace can be made (no `unshare`, not root), it says so loudly and runs the suite
 # with the Python guard only; under CI=true it fails instead.
 set -euo pipefail
 
@@ -87,20 +87,17 @@ if [ "${RAG_NETNS:-}" = "loopback-only" ] && only_loopback; then
     exec "$PY" -m pytest "$@"  # already inside (a nested call)
 fi
 
-# As root a plain network + mount namespace (the embedded PostgreSQL switches to its own user,
-# which a user namespace mapping only root would not allow); otherwise an unprivileged one.
-for how in "--net --mount" "--map-root-user --net --mount"; do
-    # shellcheck disable=SC2086
-    if command -v unshare >/dev/null 2>&1 && unshare $how true 2>/dev/null; then
-        # shellcheck disable=SC2086
-        exec unshare $how -- bash "$SELF" --inside "$@"
-    fi
-done
+# A plain network + mount namespace, which needs root (CI runs as root). Not an unprivileged
+# user namespace (`unshare -rn`): there the embedded PostgreSQL, seeing uid 0, would try to switch
+# to its own system user, which such a namespace cannot map.
+if command -v unshare >/dev/null 2>&1 && unshare --net --mount true 2>/dev/null; then
+    exec unshare --net --mount -- bash "$SELF" --inside "$@"
+fi
 
 say ""
 say "################################################################################"
 say "#  NO NETWORK NAMESPACE: the outer no-egress guard is OFF for this run.        #"
-say "#  \`unshare --net\` failed here (needs root or unprivileged user namespaces).   #"
+say "#  \`unshare --net --mount\` failed here (it needs root).                        #"
 say "#  Only the Python socket guard is active; native code is not covered.          #"
 say "################################################################################"
 say ""
