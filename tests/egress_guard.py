@@ -171,6 +171,15 @@ def pytest_configure(config):
     )
 
 
+def pytest_report_header(config) -> str:
+    if os.environ.get("RAG_NETNS") == "loopback-only":
+        return "egress: Python socket guard on; outer guard on (loopback-only network namespace)"
+    return (
+        "egress: Python socket guard on; OUTER GUARD OFF: not run through tests/netns_run.sh "
+        "(make test), so native code is not confined to loopback"
+    )
+
+
 def unaccounted_refusals() -> list[str]:
     """Read the rest of the log; every refusal that no test reported or expected."""
     _ledger.pending.extend(_ledger.read_new())
