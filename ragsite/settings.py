@@ -300,10 +300,37 @@ RAG_RETENTION_DAYS = env_int("RAG_RETENTION_DAYS", 0)  # 0 keeps conversations a
 
 # --- REST framework ---------------------------------------------------------------------------
 # Requests per API key (or signed-in user) per period; answers cost more, so they have their own.
-# DRF's rate syntax: "120/min", "5000/hour", "" for no limit. Counters live in the default cache
-# (per process unless a shared cache is configured).
+# DRF's rate syntax: "120/min", "5000/hour", "" for no limit.
 RAG_API_RATE = env("RAG_API_RATE", "120/min")
 RAG_ASK_RATE = env("RAG_ASK_RATE", "30/min")
+# Rates count per user: all of a user's keys and their browser session share one budget, and
+# answers asked on the web page count against the same answer budget as the API's.
+RAG_MAX_API_KEYS = env_int("RAG_MAX_API_KEYS", 10)  # active keys per user
+
+
+# The rate counters live in the default cache. Redis (RAG_CACHE_URL, else the next database
+# number of a redis:// Celery broker, so that clearing the cache never empties the queue) shares
+# them across web processes; without it each process counts for itself.
+def _cache_url() -> str:
+    url = env("RAG_CACHE_URL") or env("REDIS_URL")
+    if url or not CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        return url
+    broker = urlparse(CELERY_BROKER_URL)
+    number = broker.path.strip("/")
+    database = (int(number) + 1) % 16 if number.isdigit() else 1
+    return broker._replace(path=f"/{database}").geturl()
+
+
+if _cache_url():
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": _cache_url(),
+            "KEY_PREFIX": "ragsite",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -1,6 +1,8 @@
 """Per-user API keys: create (shown once), list, revoke, and check a presented key.
 
-Only a SHA-256 of each key is stored; a key acts with exactly its user's permissions.
+Only a SHA-256 of each key is stored; a key acts with exactly its user's permissions. Keys are
+created and revoked from a signed-in session only (a key cannot make another key), and a user
+has at most RAG_MAX_API_KEYS active ones.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import hmac
 import secrets
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.auth.models import User
+from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -30,20 +34,38 @@ def hash_key(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
+class TooManyKeys(Exception):
+    """The user already has settings.RAG_MAX_API_KEYS active keys."""
+
+
+def max_keys() -> int:
+    return settings.RAG_MAX_API_KEYS
+
+
 def create_key(
     user: User, name: str, *, created_by: User | None = None, request: HttpRequest | None = None
 ) -> tuple[ApiKey, str]:
     """A new key for `user`; returns the row and the plaintext key, which is never stored.
 
     `created_by` is the admin acting for the user, if not the user themselves (for the audit log).
+    Raises TooManyKeys when the user has RAG_MAX_API_KEYS active keys already: each key is a way
+    in, so their number stays small enough to keep track of.
     """
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey.objects.create(
-        user=user,
-        name=name.strip()[:100] or "API key",
-        prefix=plaintext[:PREFIX_LENGTH],
-        key_hash=hash_key(plaintext),
-    )
+    with transaction.atomic():
+        # The user's row is the lock: two requests at once cannot both take the last place.
+        User.objects.select_for_update().filter(pk=user.pk).first()
+        if active_keys_for(user).count() >= max_keys():
+            raise TooManyKeys(
+                f"{user.get_username()} has {max_keys()} active API keys, the most allowed "
+                "(RAG_MAX_API_KEYS). Revoke one that is no longer used first."
+            )
+        key = ApiKey.objects.create(
+            user=user,
+            name=name.strip()[:100] or "API key",
+            prefix=plaintext[:PREFIX_LENGTH],
+            key_hash=hash_key(plaintext),
+        )
     actor = created_by or user
     audit.record(
         AuditEvent.Action.API_KEY_CREATED,

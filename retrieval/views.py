@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -42,6 +43,7 @@ from ingestion.permissions import (
 )
 from retrieval import apikeys, audit, selectors, services
 from retrieval.answering import AnswerEvent, stream_answer
+from retrieval.api.common import AskRateThrottle
 from retrieval.forms import AskForm, FeedbackForm, RenameForm
 from retrieval.models import ApiKey, Citation, Conversation, Message
 from retrieval.rendering import render_answer_html
@@ -195,6 +197,15 @@ def message_fragment(request: HttpRequest, pk: int) -> HttpResponse:
 def ask(request: HttpRequest) -> HttpResponse:
     """Answer a question: a stream of server-sent events for the page's script, or (without
     script) the whole answer, then back to the conversation."""
+    throttle = AskRateThrottle()  # one answer budget per user, shared with the API
+    if not throttle.allow_request(request, None):
+        response = HttpResponse(
+            "You are asking faster than the answer limit allows; wait a moment and try again.",
+            status=429,
+            content_type="text/plain; charset=utf-8",
+        )
+        response["Retry-After"] = str(math.ceil(throttle.wait() or 1))
+        return response
     form = AskForm(request.POST)
     if not form.is_valid():
         return HttpResponseBadRequest("Type a question first.")
@@ -472,10 +483,14 @@ def api_keys(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = ApiKeyForm(request.POST)
         if form.is_valid():
-            new_key, plaintext = apikeys.create_key(
-                owner, form.cleaned_data["name"], created_by=request.user, request=request
-            )
-            form = ApiKeyForm()
+            try:
+                new_key, plaintext = apikeys.create_key(
+                    owner, form.cleaned_data["name"], created_by=request.user, request=request
+                )
+            except apikeys.TooManyKeys as exc:
+                form.add_error("name", str(exc))
+            else:
+                form = ApiKeyForm()
     context = {
         **frame_context(request, "keys"),
         "owner": owner,

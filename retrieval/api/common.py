@@ -1,4 +1,4 @@
-"""What every API view shares: pagination and the per-key rate limits.
+"""What every API view shares: pagination and the per-user rate limits.
 
 Named in settings.REST_FRAMEWORK, so each view gets them without asking.
 """
@@ -6,11 +6,10 @@ Named in settings.REST_FRAMEWORK, so each view gets them without asking.
 from __future__ import annotations
 
 from django.conf import settings
+from django.http import HttpRequest
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
-
-from retrieval.models import ApiKey
 
 
 class ApiPagination(PageNumberPagination):
@@ -22,10 +21,12 @@ class ApiPagination(PageNumberPagination):
 
 
 class ApiRateThrottle(SimpleRateThrottle):
-    """Counts requests per API key (each key its own budget), else per signed-in user.
+    """Counts requests per user: all of a user's API keys and their browser session share one
+    budget, so more keys do not buy more requests. Anonymous requests count per address.
 
     The rate is read from settings on every request, so it can be changed without a restart of
-    the class (and overridden in tests)."""
+    the class (and overridden in tests). Counters live in the default cache: shared by all
+    processes with Redis, per process without (see CACHES in settings)."""
 
     scope = "api"
     setting = "RAG_API_RATE"
@@ -33,18 +34,18 @@ class ApiRateThrottle(SimpleRateThrottle):
     def get_rate(self) -> str | None:
         return getattr(settings, self.setting, "") or None
 
-    def get_cache_key(self, request: Request, view) -> str:
-        if isinstance(request.auth, ApiKey):
-            ident = f"key-{request.auth.pk}"
-        elif request.user and request.user.is_authenticated:
-            ident = f"user-{request.user.pk}"
+    def get_cache_key(self, request: Request | HttpRequest, view) -> str:
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            ident = f"user-{user.pk}"
         else:
             ident = f"ip-{self.get_ident(request)}"
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
 class AskRateThrottle(ApiRateThrottle):
-    """Answers run the model: a smaller budget, on top of the general one."""
+    """Answers run the model: a smaller budget, on top of the general one, shared with the web
+    page's answers (retrieval.views.ask)."""
 
     scope = "ask"
     setting = "RAG_ASK_RATE"

@@ -16,6 +16,7 @@ from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, generics, status
 from rest_framework.parsers import JSONParser
+from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -292,11 +293,31 @@ class ConversationDetailView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class SignedInSession(BasePermission):
+    """Key management needs a signed-in session: a key that could make keys would outlive its
+    own revocation through the ones it made."""
+
+    message = (
+        "API keys cannot list, create or revoke API keys; sign in and use the API keys page "
+        "(or this endpoint from the signed-in session)."
+    )
+
+    def has_permission(self, request: Request, view) -> bool:
+        return not isinstance(request.auth, ApiKey)
+
+
+class TooManyKeys(exceptions.APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "too_many_keys"
+
+
 @extend_schema(tags=["api keys"])
 class ApiKeyListView(generics.ListCreateAPIView):
-    """Your API keys (GET); create one (POST: the key is in the response, shown only then)."""
+    """Your API keys (GET); create one (POST: the key is in the response, shown only then).
+    Signed-in sessions only; at most RAG_MAX_API_KEYS active keys per user."""
 
     parser_classes = [JSONParser]
+    permission_classes = [IsAuthenticated, SignedInSession]
 
     serializer_class = ApiKeySerializer
 
@@ -307,17 +328,22 @@ class ApiKeyListView(generics.ListCreateAPIView):
     def post(self, request: Request) -> Response:
         incoming = ApiKeyCreateSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
-        key, plaintext = apikeys.create_key(
-            request.user, incoming.validated_data["name"], request=request._request
-        )
+        try:
+            key, plaintext = apikeys.create_key(
+                request.user, incoming.validated_data["name"], request=request._request
+            )
+        except apikeys.TooManyKeys as exc:
+            raise TooManyKeys(str(exc)) from None
         key.key = plaintext
         return Response(NewApiKeySerializer(key).data, status=status.HTTP_201_CREATED)
 
 
 @extend_schema(tags=["api keys"])
 class ApiKeyDetailView(generics.RetrieveDestroyAPIView):
-    """One of your keys (GET); revoke it (DELETE: it stops working at once, the row is kept)."""
+    """One of your keys (GET); revoke it (DELETE: it stops working at once, the row is kept).
+    Signed-in sessions only."""
 
+    permission_classes = [IsAuthenticated, SignedInSession]
     serializer_class = ApiKeySerializer
 
     def get_queryset(self) -> QuerySet[ApiKey]:
