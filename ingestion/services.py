@@ -85,38 +85,62 @@ def register_upload(
             f"{clean_filename(filename)} is larger than the {settings.RAG_MAX_UPLOAD_MB} MB limit.",
             "too_large",
         )
-    settings.MEDIA_ROOT.mkdir(parents=True, exist_ok=True)
+    # Uploaded files are readable by this service's user only: the folder is made 0700, the
+    # file is born 0600 (mkstemp) and moved into place, never created wider and chmod-ed after.
+    settings.MEDIA_ROOT.mkdir(mode=0o700, parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(
-        dir=settings.MEDIA_ROOT, prefix=".upload-", delete=True
+        dir=settings.MEDIA_ROOT, prefix=".upload-", delete=False
     ) as tmp:
-        digest, size = _copy_and_hash(stream, tmp, limit, filename)
-        if size == 0:
-            raise UploadRejected(f"{clean_filename(filename)} is empty.", "empty")
-        tmp.flush()
-        content_type = detect_content_type(Path(tmp.name), filename)
-        if content_type not in SUPPORTED_TYPES:
-            raise UploadRejected(
-                f"{clean_filename(filename)}: unsupported file type ({content_type}). "
-                f"Supported: {', '.join(sorted(set(SUPPORTED_TYPES.values())))}.",
-                "unsupported_type",
-            )
-        existing = Document.objects.filter(collection=collection, sha256=digest).first()
-        if existing is not None:
-            return UploadResult(existing, created=False)
-        tmp.seek(0)
-        with transaction.atomic():
-            document = Document(
-                collection=collection,
-                original_name=clean_filename(filename),
-                content_type=content_type,
-                size=size,
-                sha256=digest,
-                uploaded_by=uploaded_by,
-            )
-            document.file.save(clean_filename(filename), File(tmp), save=False)
-            document.save()
-            if enqueue:
-                _enqueue_after_commit(document.pk)
+        try:
+            return _store(collection, stream, tmp, filename, uploaded_by, limit, enqueue)
+        finally:
+            Path(tmp.name).unlink(missing_ok=True)  # gone already if it became the stored file
+
+
+class _MovableFile(File):
+    """A file Django's storage moves into place (by its path) instead of copying its bytes."""
+
+    def temporary_file_path(self) -> str:
+        return self.file.name
+
+
+def _store(
+    collection: Collection,
+    stream: IO[bytes],
+    tmp: IO[bytes],
+    filename: str,
+    uploaded_by: User | None,
+    limit: int,
+    enqueue: bool,
+) -> UploadResult:
+    digest, size = _copy_and_hash(stream, tmp, limit, filename)
+    if size == 0:
+        raise UploadRejected(f"{clean_filename(filename)} is empty.", "empty")
+    tmp.flush()
+    content_type = detect_content_type(Path(tmp.name), filename)
+    if content_type not in SUPPORTED_TYPES:
+        raise UploadRejected(
+            f"{clean_filename(filename)}: unsupported file type ({content_type}). "
+            f"Supported: {', '.join(sorted(set(SUPPORTED_TYPES.values())))}.",
+            "unsupported_type",
+        )
+    existing = Document.objects.filter(collection=collection, sha256=digest).first()
+    if existing is not None:
+        return UploadResult(existing, created=False)
+    tmp.seek(0)
+    with transaction.atomic():
+        document = Document(
+            collection=collection,
+            original_name=clean_filename(filename),
+            content_type=content_type,
+            size=size,
+            sha256=digest,
+            uploaded_by=uploaded_by,
+        )
+        document.file.save(clean_filename(filename), _MovableFile(tmp), save=False)
+        document.save()
+        if enqueue:
+            _enqueue_after_commit(document.pk)
     logger.info("registered document %s (%s, %s bytes)", document.pk, content_type, size)
     return UploadResult(document, created=True)
 

@@ -209,6 +209,10 @@ WHITENOISE_USE_FINDERS = True
 # --- uploads ------------------------------------------------------------------------------------
 RAG_MAX_UPLOAD_MB = env_int("RAG_MAX_UPLOAD_MB", 100)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024  # larger uploads stream to a temp file
+# Stored files are created 0600 (ingestion.services moves a mkstemp file into place) in folders
+# created 0700; None: Django must not chmod them afterwards (its default would widen to 0644).
+FILE_UPLOAD_PERMISSIONS = None
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("RAG_MAX_FILES_PER_UPLOAD", 500)
 
 # --- Celery ----------------------------------------------------------------------------------

@@ -222,3 +222,64 @@ def test_an_empty_upload_is_refused(collection):
         upload(collection, b"", "empty.txt")
 
     assert refused.value.code == "empty"
+
+
+# --- who may read the stored files (#10) -----------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_media(settings, tmp_path) -> Path:
+    """A media root that does not exist yet, and umask 0 while the test runs: a file or folder
+    made with a wide mode and narrowed afterwards would show here as wide, or be caught below."""
+    import os
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    old = os.umask(0)
+    yield settings.MEDIA_ROOT
+    os.umask(old)
+
+
+_CHMODS: list = []  # [media root, (path, mode), ...] while a test records
+
+
+def _record_chmod(event: str, args: tuple) -> None:
+    if event == "os.chmod" and _CHMODS and str(args[0]).startswith(_CHMODS[0]):
+        _CHMODS.append((str(args[0]), args[1]))
+
+
+def test_stored_files_are_born_private_in_private_folders(collection, fresh_media):
+    import stat
+    import sys
+
+    if not getattr(_record_chmod, "installed", False):
+        sys.addaudithook(_record_chmod)  # hooks cannot be removed: this one only reads a list
+        _record_chmod.installed = True
+    _CHMODS[:] = [str(fresh_media)]
+    try:
+        first = upload(collection, b"Owls hunt at night.", "owls.txt")
+        second = upload(collection, b"Bats hunt at night.", "bats.txt")
+    finally:
+        chmods, _CHMODS[:] = _CHMODS[1:], []
+
+    for document in (first, second):
+        path = Path(document.file.path)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, oct(path.stat().st_mode)
+        folder = path.parent
+        while True:
+            assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+            if folder == fresh_media:
+                break
+            folder = folder.parent
+        assert path.read_bytes().endswith(b"hunt at night.")
+    # Created with the right mode, never made wider and narrowed after. (Django's makedirs
+    # repeats a new folder's own mode 0700 with chmod after mkdir: that changes nothing.)
+    stored = {document.file.path for document in (first, second)}
+    assert not [path for path, _ in chmods if path in stored]
+    assert {mode for _, mode in chmods} <= {0o700}
+    assert not list(fresh_media.glob(".upload-*")), "no temporary file is left behind"
+
+
+def test_a_refused_upload_leaves_no_temporary_file(collection, fresh_media):
+    with pytest.raises(UploadRejected):
+        upload(collection, b"MZ\x90\x00" * 64, "program.exe")
+    assert not [p for p in fresh_media.rglob("*") if p.is_file()]
