@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 from collections.abc import Iterable
+from functools import lru_cache
 
 import httpcore
 import httpx
@@ -116,16 +118,21 @@ class PinnedBackend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
+@lru_cache(maxsize=1)
+def _ssl_context() -> ssl.SSLContext:
+    """Built once per process (loading the CA bundle takes tens of milliseconds). trust_env here
+    only concerns CA bundles (SSL_CERT_FILE / SSL_CERT_DIR), which an in-house HTTPS endpoint with
+    a private CA needs; proxies are the client's business, and it ignores them."""
+    return httpx.create_ssl_context(trust_env=True)
+
+
 class PinnedTransport(httpx.HTTPTransport):
     """httpx's transport with the pinned backend and no proxy."""
 
     def __init__(self, allowed_hosts: Iterable[str]):
-        # The transport's trust_env only concerns CA bundles (SSL_CERT_FILE / SSL_CERT_DIR), which
-        # an in-house HTTPS endpoint with a private CA needs; proxies are the client's business.
-        super().__init__(trust_env=True)
-        ssl_context = self._pool._ssl_context
+        super().__init__(verify=_ssl_context())
         self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl_context,
+            ssl_context=_ssl_context(),
             max_connections=10,
             max_keepalive_connections=5,
             keepalive_expiry=5.0,
