@@ -29,7 +29,12 @@ worker_prefetch_multiplier = 1
 task_serializer = "json"
 accept_content = ["json"]
 task_time_limit = settings.CELERY_TASK_TIME_LIMIT
-task_soft_time_limit = max(settings.CELERY_TASK_TIME_LIMIT - 60, 30)
+# The soft limit (SoftTimeLimitExceeded in the task: the document fails with the reason) comes
+# first; the hard one kills the pool process, and the task's on_failure ends the document. A soft
+# limit above the hard one would postpone the hard one to the soft one's time.
+task_soft_time_limit = max(
+    settings.CELERY_TASK_TIME_LIMIT - 60, settings.CELERY_TASK_TIME_LIMIT * 0.9
+)
 worker_hijack_root_logger = False
 worker_max_memory_per_child = 3_000_000  # KiB: a worker bloated by a huge document restarts
 beat_schedule_filename = str(settings.DATA_DIR / "celerybeat-schedule")

@@ -115,3 +115,35 @@ def test_only_connection_errors_count_as_transient():
     assert not pipeline.is_transient(DatabaseError("something else"))
     assert not pipeline.is_transient(PermissionError("stored file unreadable"))
     assert not pipeline.is_transient(ValueError("a bug"))
+
+
+def test_the_failure_callback_ends_a_document_killed_at_the_hard_time_limit(
+    tmp_path, collection, settings
+):
+    """At the hard limit the pool process is killed mid-document; the worker's main process
+    then calls the task's on_failure (celery.worker.request.Request.on_timeout) with
+    TimeLimitExceeded. Here the document is left as that kill leaves it."""
+    from celery.exceptions import TimeLimitExceeded
+
+    settings.CELERY_TASK_TIME_LIMIT = 1800
+    document = register(collection, tmp_path)
+    Document.objects.filter(pk=document.pk).update(
+        status="processing", claimed_by="host:1", unfinished_runs=1
+    )
+
+    ingest_document.on_failure(TimeLimitExceeded(1800), "task-id", (document.pk,), {}, None)
+
+    document.refresh_from_db()
+    assert document.status == "failed"
+    assert document.error.startswith("Processing took longer than the time limit (1800 s")
+    assert document.unfinished_runs == 0
+
+
+def test_the_failure_callback_leaves_a_finished_document_alone(tmp_path, collection):
+    document = register(collection, tmp_path)
+    pipeline.ingest(document.pk)
+
+    ingest_document.on_failure(RuntimeError("late"), "task-id", (document.pk,), {}, None)
+
+    document.refresh_from_db()
+    assert document.status == "ready" and document.error == ""

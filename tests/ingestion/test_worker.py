@@ -139,3 +139,30 @@ def test_a_document_that_keeps_killing_the_worker_fails_and_is_not_retried(tmp_p
     assert "stopped the worker 1 time: too large or malformed" in document.error
     assert document.attempts == 1  # never run again
     assert not Chunk.objects.filter(document_id=doc_id).exists()
+
+
+def wait_until_done(document_id: int, log, timeout: float = 120) -> Document:
+    """The document once it is no longer queued or processing; bounded, with the worker's log."""
+    deadline = time.monotonic() + timeout
+    while (document := Document.objects.get(pk=document_id)).status in {"queued", "processing"}:
+        assert time.monotonic() < deadline, f"still {document.status}:\n{log.read_text()[-3000:]}"
+        time.sleep(0.3)
+    return document
+
+
+def test_a_worker_without_its_embedding_model_fails_documents_with_the_reason(
+    tmp_path, private_queue
+):
+    env = {**private_queue["env"], "RAG_EMBEDDING_MODEL": str(tmp_path / "no-such-model")}
+    collection = make_collection("No model")
+    path = write_markdown(tmp_path / "a.md", "Orion", [("Budget", "The budget is 7 euros.")])
+
+    worker = start_worker({**private_queue, "env": env}, tmp_path / "worker.log")
+    try:
+        document = wait_until_done(register(collection, path), tmp_path / "worker.log")
+    finally:
+        stop_worker(worker)
+
+    assert document.status == "failed"
+    assert document.error.startswith("Unexpected error (EmbeddingModelError)")
+    assert "no-such-model" in document.error
