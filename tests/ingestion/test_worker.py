@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 
 from ingestion import services
 from ingestion.models import Chunk, Document
 from ragsite.celery import app
-from tests.conftest import make_collection, start_worker, stop_worker
+from tests.conftest import ROOT, make_collection, start_worker, stop_worker
 from tests.documents import write_html, write_markdown
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -166,3 +169,52 @@ def test_a_worker_without_its_embedding_model_fails_documents_with_the_reason(
     assert document.status == "failed"
     assert document.error.startswith("Unexpected error (EmbeddingModelError)")
     assert "no-such-model" in document.error
+
+
+def start_prefork_worker(celery_queue: dict, log) -> subprocess.Popen:
+    """conftest's worker with a prefork pool: the solo pool enforces no time limits."""
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        **celery_queue["env"],
+        "DATABASE_URL": f"postgresql://{db['USER']}:{db['PASSWORD']}@/{db['NAME']}"
+        f"?host={db['HOST']}" + (f"&port={db['PORT']}" if db["PORT"] else ""),
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [sys.executable, "-m", "celery", "-A", "ragsite", "worker", "--pool=prefork"]
+    command += ["--concurrency=1", "--loglevel=INFO", "-Q", celery_queue["queue"]]
+    command += ["-n", f"{celery_queue['queue']}@%h", "--without-mingle", "--without-gossip"]
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def test_the_time_limit_fails_the_document_with_the_reason(tmp_path, private_queue, monkeypatch):
+    """The time limits travel in the message, from the sender's settings: 1 s soft, 2 s hard.
+    The soft limit interrupts the pipeline, which lets it through to the task (not an
+    "Unexpected error"), and the document fails with the reason."""
+    from ingestion.tasks import ingest_document
+
+    task = app.tasks[ingest_document.name]
+    monkeypatch.setattr(task, "time_limit", 2)
+    monkeypatch.setattr(task, "soft_time_limit", 1)
+    collection = make_collection("Slow")
+    path = tmp_path / "long.txt"
+    path.write_text(
+        "\n\n".join(f"Paragraph {i} is about subject {i} at length. " * 6 for i in range(3000))
+    )
+    log = tmp_path / "worker.log"
+    worker = start_prefork_worker(private_queue, log)
+    try:
+        document = wait_until_done(register(collection, path), log)
+    finally:
+        stop_worker(worker)
+
+    assert document.status == "failed", document.error
+    assert document.error.startswith("Processing took longer than the time limit")
+    assert not Chunk.objects.filter(document=document).exists()
