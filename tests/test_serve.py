@@ -162,3 +162,17 @@ def test_ctrl_c_with_a_closed_pipe_stops_everything_and_a_second_start_is_refuse
     assert stopped.returncode == 0, stopped.stderr
     assert again.wait() == 0
     assert wait_gone([*started, database]) == [], again.log.read_text()[-3000:]
+
+    # A serve killed outright leaves its children: the next start names them, `make stop` ends
+    # them, and the database stops with the last of them.
+    killed = Served(data_dir, port, tmp_path / "killed.log")
+    started = killed.processes()
+    database = postmaster(data_dir)
+    killed.process.kill()
+    killed.wait()
+    refused = manage(data_dir, "serve", "--port", str(port))
+    assert refused.returncode != 0
+    assert "still running" in refused.stderr and "make stop" in refused.stderr
+    stopped = manage(data_dir, "serve", "--stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert wait_gone([*started, database]) == [], killed.log.read_text()[-3000:]
