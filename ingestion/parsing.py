@@ -222,9 +222,10 @@ def _reason(exc: Exception) -> str:
 
 # --- PDF: pdfminer's text layer; headings guessed from font size ---------------------------------
 # A PDF has no paragraphs, only positioned lines. What is done to get text a reader would write:
-# - page furniture goes: a line in the top or bottom tenth of the page whose text (digits
-#   ignored, so "Page 3 of 9" matches "Page 4 of 9") recurs there on at least 40 % of the pages
-#   (and on two or more), and bare page numbers ("7", "- 7 -", "Page 7", "vii") in those bands;
+# - page furniture goes: a line in the top or bottom tenth of the page that recurs there on at
+#   least 40 % of the pages (and on two or more), identical or differing only by the page number
+#   ("Page 3 of 9", "Page 4 of 9"; not "Section 1", "Section 5"), and bare page numbers ("7",
+#   "- 7 -", "Page 7", "vii") in those bands;
 # - the lines of a text box are joined into one paragraph; a line starting with a list marker
 #   keeps its own line;
 # - a line ending in a hyphen is joined to the next without it ("informa-" + "tion"), unless the
@@ -236,8 +237,9 @@ def _reason(exc: Exception) -> str:
 _FURNITURE_BAND = 0.1
 _FURNITURE_SHARE = 0.4
 _PAGE_NUMBER = re.compile(
-    r"(?:page\s*)?[-\u2013\u2014(\[]?\s*\d{1,4}\s*[-\u2013\u2014)\]]?"
-    r"(?:\s*(?:of|/)\s*\d{1,4})?|[ivxlcdm]{1,7}",
+    # No two `\s*` side by side (quadratic on a long run of blanks): each follows a token.
+    r"(?:page)?\s*(?:[-\u2013\u2014(\[]\s*)?\d{1,4}\s*(?:[-\u2013\u2014)\]]\s*)?"
+    r"(?:(?:of|/)\s*\d{1,4})?|[ivxlcdm]{1,7}",
     re.IGNORECASE,
 )
 _LIST_MARKER = re.compile(
@@ -304,7 +306,13 @@ def _parse_pdf(path: Path) -> ParsedDocument:
     vocabulary = {
         word.casefold() for box in boxes for line in box.lines for word in _COMPOUND.findall(line)
     }
-    body_size = statistics.median(box.size for box in boxes)
+    # The body text's size is the one most of the characters are set in.
+    characters: dict[float, int] = {}
+    for box in boxes:
+        characters[round(box.size, 1)] = characters.get(round(box.size, 1), 0) + sum(
+            map(len, box.lines)
+        )
+    body_size = max(characters, key=lambda size: characters[size])
     heading_sizes = sorted(
         {
             round(box.size, 1)
@@ -341,24 +349,45 @@ def _in_band(box: _PdfBox) -> bool:
 
 def _without_furniture(boxes: list[_PdfBox], page_count: int) -> list[_PdfBox]:
     """The boxes less running headers, footers and page numbers."""
-
-    def key(box: _PdfBox) -> tuple[str, str]:
-        text = _DIGITS.sub("#", " ".join(box.lines).casefold())
-        return ("top" if box.bottom <= _FURNITURE_BAND else "bottom", text)
-
-    pages_with: dict[tuple[str, str], set[int]] = {}
+    occurrences: dict[tuple[str, str], list[tuple[int, str]]] = {}
     for box in boxes:
         if _in_band(box):
-            pages_with.setdefault(key(box), set()).add(box.page)
+            text = " ".join(box.lines)
+            band = "top" if box.bottom <= _FURNITURE_BAND else "bottom"
+            occurrences.setdefault((band, _DIGITS.sub("#", text.casefold())), []).append(
+                (box.page, text)
+            )
     needed = max(2, int(page_count * _FURNITURE_SHARE + 0.999))
+    furniture = {key for key, seen in occurrences.items() if _recurs(seen, needed)}
     kept = []
     for box in boxes:
         if _in_band(box):
             text = " ".join(box.lines)
-            if len(pages_with[key(box)]) >= needed or _PAGE_NUMBER.fullmatch(text):
+            band = "top" if box.bottom <= _FURNITURE_BAND else "bottom"
+            if (band, _DIGITS.sub("#", text.casefold())) in furniture:
+                continue
+            if _PAGE_NUMBER.fullmatch(text):
                 continue
         kept.append(box)
     return kept
+
+
+def _recurs(seen: list[tuple[int, str]], needed: int) -> bool:
+    """Whether a line is running furniture: the same text on enough pages, or text whose
+    numbers differ only by the page number ("Page 3 of 9", "Page 4 of 9"), not by anything else
+    ("Section 1" atop page 1 and "Section 5" atop page 2 are headings)."""
+    if len({page for page, _ in seen}) < needed:
+        return False
+    if len({text for _, text in seen}) == 1:
+        return True
+    numbers = [(page, [int(n) for n in _DIGITS.findall(text)]) for page, text in seen]
+    width = len(numbers[0][1])
+    for position in range(width):
+        offsets = {found[position] - page for page, found in numbers}
+        others = {tuple(found[:position] + found[position + 1 :]) for _, found in numbers}
+        if len(offsets) == 1 and len(others) == 1:
+            return True
+    return False
 
 
 def _reflow(lines: list[str], vocabulary: set[str]) -> str:

@@ -296,6 +296,40 @@ def test_a_paragraph_over_a_page_break_is_one_passage_spanning_both_pages(tmp_pa
     assert [(c.page_start, c.page_end) for c in spanning] == [(1, 2)]
 
 
+def test_numbered_headings_atop_pages_are_not_taken_for_running_headers(tmp_path):
+    from fpdf import FPDF
+
+    class Handbook(FPDF):
+        def header(self):
+            self.set_font("Helvetica", size=8)
+            self.cell(0, 6, "ACME Handbook - Internal", align="R", new_x="LMARGIN", new_y="NEXT")
+
+        def footer(self):
+            self.set_y(-12)
+            self.set_font("Helvetica", size=8)
+            self.cell(0, 6, f"{self.page_no()} / {{nb}}", align="C")
+
+    pdf = Handbook()
+    pdf.alias_nb_pages()
+    for number in (1, 4, 7):  # "Section 4" atop page 2: its number is not the page's
+        pdf.add_page()
+        pdf.set_font("Helvetica", style="B", size=14)
+        pdf.cell(0, 10, f"Section {number}", new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font("Helvetica", size=11)
+        pdf.multi_cell(0, 5, f"Rule {number} applies to every employee.")
+    path = tmp_path / "handbook.pdf"
+    pdf.output(str(path))
+
+    assert [(b.kind, b.text, b.page) for b in parse(path, PDF).blocks] == [
+        ("heading", "Section 1", 1),
+        ("text", "Rule 1 applies to every employee.", 1),
+        ("heading", "Section 4", 2),
+        ("text", "Rule 4 applies to every employee.", 2),
+        ("heading", "Section 7", 3),
+        ("text", "Rule 7 applies to every employee.", 3),
+    ]
+
+
 # --- other formats -------------------------------------------------------------------------------
 def test_slides_give_titles_as_headings_text_and_tables_with_their_page(tmp_path):
     from pptx import Presentation
