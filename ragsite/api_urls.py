@@ -1,8 +1,10 @@
 """The REST API under /api/v1/ (issue #5): documents, collections, search, answers,
 conversations, API keys, the OpenAI-compatible endpoint, the schema and its docs page (Swagger UI
-from drf-spectacular-sidecar's static files: Redoc's template pulls Google Fonts, so it is left out)."""
+from drf-spectacular-sidecar's static files: Redoc's template pulls Google Fonts, so it is left out).
+The schema and the docs need a signed-in session or an API key (SPECTACULAR_SETTINGS)."""
 
-from django.http import HttpRequest, JsonResponse
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -10,6 +12,17 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from ingestion import api as ingestion_api
 from ragsite.api_errors import error_body
 from retrieval.api import openai, views
+
+_docs_view = SpectacularSwaggerView.as_view(url_name="api-schema")
+
+
+def docs(request: HttpRequest) -> HttpResponse:
+    """The docs page, for signed-in users (its script fetches the schema with the session); a
+    browser without a session is sent to sign in rather than shown a JSON error."""
+    response = _docs_view(request)
+    if response.status_code in (401, 403) and not request.headers.get("Authorization"):
+        return redirect_to_login(request.get_full_path())
+    return response
 
 
 @csrf_exempt  # answers 404 to every method; nothing to protect
@@ -50,6 +63,6 @@ urlpatterns = [
         name="api-openai-chat-completions",
     ),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("docs/", docs, name="api-docs"),
     re_path(r"^(?P<unmatched>.*)$", not_found),
 ]

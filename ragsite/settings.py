@@ -187,6 +187,9 @@ AXES_FAILURE_LIMIT = env_int("RAG_LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = env_int("RAG_LOGIN_COOLOFF_MINUTES", 15) / 60  # hours; locks expire
 # Lock a user name from one address: a stranger cannot lock a colleague out from everywhere.
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# ...but guesses spread over many addresses lock the user name from everywhere after this many
+# recent failures in all (ragsite.auth_backends; axes has one limit for all its parameters).
+RAG_LOGIN_USER_FAILURE_LIMIT = env_int("RAG_LOGIN_USER_FAILURE_LIMIT", 20)
 AXES_RESET_ON_SUCCESS = True
 # Behind a reverse proxy (DJANGO_PROXY_COUNT=1), the client address is in X-Forwarded-For;
 # without one that header is the client's to forge, so only the socket address counts.
@@ -351,6 +354,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Private question answering over your organisation's documents.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and its docs page describe every endpoint: for signed-in users and key holders.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "COMPONENT_SPLIT_REQUEST": True,  # multipart uploads get their own request component
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
