@@ -70,6 +70,22 @@ class Instance:
         )
         os.replace(draft, path)
 
+    def create(self, path: Path) -> Instance | None:
+        """Write the file unless a live instance wrote it first (two starts at the same moment);
+        returns that instance, or None once the file is ours."""
+        draft = path.with_name(f".{path.name}.{os.getpid()}")
+        self.write(draft)
+        try:
+            os.link(draft, path)  # never replaces: of two starts, one wins
+        except FileExistsError:
+            other = Instance.read(path)
+            if other is not None and other.serving():
+                return other
+            os.replace(draft, path)  # a stale file of a stopped instance
+        finally:
+            draft.unlink(missing_ok=True)
+        return None
+
     def serving(self) -> bool:
         return _alive(self.pid, self.started)
 
@@ -126,7 +142,10 @@ class Command(BaseCommand):
         shown_host = "localhost" if host in {"127.0.0.1", "0.0.0.0", "::"} else host  # noqa: S104
         url = f"http://{shown_host}:{port}/"
         instance = Instance(os.getpid(), _start_time(os.getpid()), url)
-        instance.write(pid_file)
+        if (other := instance.create(pid_file)) is not None:
+            raise CommandError(
+                f"ragsite is already running from {settings.DATA_DIR} (pid {other.pid})."
+            )
         try:
             call_command("migrate", interactive=False, verbosity=0)
             login = self._ensure_admin()
