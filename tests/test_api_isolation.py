@@ -47,8 +47,11 @@ def world(ingest_file, tmp_path) -> dict:
     alice_client = APIClient()
     alice_client.credentials(HTTP_AUTHORIZATION=f"Bearer {apikeys.create_key(alice, 'a')[1]}")
     bob_key, _ = apikeys.create_key(bob, "b")
+    alice_session = APIClient()  # keys are managed from a signed-in session only (#10)
+    alice_session.force_login(alice)
     return {
         "alice": alice_client,
+        "alice_session": alice_session,
         "private": private,
         "secret": secret,
         "canteen": canteen,
@@ -85,8 +88,8 @@ def test_private_objects_are_404_not_403(world):
         client.post(f"/api/v1/documents/{secret.pk}/retry/"),
         client.get(f"/api/v1/conversations/{world['bob_conversation'].pk}/"),
         client.delete(f"/api/v1/conversations/{world['bob_conversation'].pk}/"),
-        client.get(f"/api/v1/keys/{world['bob_key'].pk}/"),
-        client.delete(f"/api/v1/keys/{world['bob_key'].pk}/"),
+        world["alice_session"].get(f"/api/v1/keys/{world['bob_key'].pk}/"),
+        world["alice_session"].delete(f"/api/v1/keys/{world['bob_key'].pk}/"),
     ]
     assert [r.status_code for r in responses] == [404] * len(responses)
     assert Document.objects.filter(pk=secret.pk, status="ready").exists()
