@@ -110,3 +110,23 @@ def test_without_a_namespace_the_wrapper_says_so_loudly_and_fails_under_ci(tmp_p
     assert local.returncode == 0, local.stderr
     assert "NO NETWORK NAMESPACE" in local.stderr
     assert "pytest" in local.stdout + local.stderr  # ran with the Python guard only
+
+
+def _interfaces_of(pid: int) -> list[str]:
+    """The interfaces of the network namespace process `pid` lives in, as the kernel lists them."""
+    lines = Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]
+    return sorted(line.split(":")[0].strip() for line in lines)
+
+
+def test_the_real_worker_process_lives_in_the_loopback_only_namespace(worker):
+    if os.environ.get("RAG_NETNS") != "loopback-only":
+        require_or_skip(
+            "not inside the loopback-only network namespace: run the suite through "
+            "tests/netns_run.sh (make test)"
+        )
+    pid = worker.process.pid
+    assert worker.process.poll() is None, "the worker is not running"
+
+    assert _interfaces_of(pid) == ["lo"]
+    assert Path(f"/proc/{pid}/net/route").read_text().splitlines()[1:] == []
+    assert os.readlink(f"/proc/{pid}/ns/net") == os.readlink("/proc/self/ns/net")
