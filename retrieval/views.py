@@ -10,15 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
 from django import forms
 from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
-from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Count, Q
 from django.http import (
     FileResponse,
@@ -47,6 +45,7 @@ from retrieval.api.common import AskRateThrottle
 from retrieval.forms import AskForm, FeedbackForm, RenameForm
 from retrieval.models import ApiKey, Citation, Conversation, Message
 from retrieval.rendering import render_answer_html
+from retrieval.streaming import stream_body
 
 logger = logging.getLogger(__name__)
 
@@ -228,10 +227,9 @@ def ask(request: HttpRequest) -> HttpResponse:
         return HttpResponseBadRequest(str(exc))
     if "text/event-stream" not in request.headers.get("Accept", ""):
         return _answer_without_script(request, events, conversation)
-    body = _sse(events)
-    if isinstance(request, ASGIRequest):
-        body = _iterate_in_thread(body)
-    response = StreamingHttpResponse(body, content_type="text/event-stream; charset=utf-8")
+    response = StreamingHttpResponse(
+        stream_body(request, _sse(events)), content_type="text/event-stream; charset=utf-8"
+    )
     response["Cache-Control"] = "no-cache, no-store"
     response["X-Accel-Buffering"] = "no"  # nginx: pass each event on as it comes
     return response
@@ -293,18 +291,6 @@ def _sse(events: Iterator[AnswerEvent]) -> Iterator[str]:
         # The stream has started: the status line is sent, so the failure travels as an event.
         logger.exception("answer stream failed")
         yield _event("error", {"message": "Something went wrong while answering. Try again."})
-
-
-_END = object()
-
-
-async def _iterate_in_thread(iterator: Iterator[str]) -> AsyncIterator[str]:
-    """Under ASGI: step the synchronous answer stream in Django's thread-sensitive worker thread,
-    so every ORM call of the stream runs in one thread with one connection, and the event loop
-    sends each event as soon as it is made."""
-    step = sync_to_async(next, thread_sensitive=True)
-    while (item := await step(iterator, _END)) is not _END:
-        yield item
 
 
 # --- conversations -----------------------------------------------------------------------------

@@ -5,10 +5,15 @@ Named in settings.REST_FRAMEWORK, so each view gets them without asking.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.http import HttpRequest
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
 
@@ -49,3 +54,31 @@ class AskRateThrottle(ApiRateThrottle):
 
     scope = "ask"
     setting = "RAG_ASK_RATE"
+
+
+class EventStreamRenderer(BaseRenderer):
+    """Lets a request to a streaming view say `Accept: text/event-stream`, as SSE clients do.
+
+    The events themselves go out as a StreamingHttpResponse, not through a renderer; what else
+    such a request gets (an error, a `stream: false` answer) is JSON, see EventStreamAccepted."""
+
+    media_type = "text/event-stream"
+    format = "sse"
+
+    def render(self, data: Any, accepted_media_type=None, renderer_context=None) -> bytes:
+        return JSONRenderer().render(data, "application/json", renderer_context)
+
+
+class EventStreamAccepted:
+    """Mixin for APIViews that stream: `Accept: text/event-stream` is acceptable (not a 406), and
+    a plain response to such a request is sent as application/json."""
+
+    renderer_classes = [*api_settings.DEFAULT_RENDERER_CLASSES, EventStreamRenderer]
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any):
+        if isinstance(response, Response) and isinstance(
+            getattr(request, "accepted_renderer", None), EventStreamRenderer
+        ):
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]

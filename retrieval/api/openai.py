@@ -23,7 +23,7 @@ from rest_framework.views import APIView
 
 from retrieval import services
 from retrieval.answering import AnswerEvent
-from retrieval.api.common import ApiRateThrottle, AskRateThrottle
+from retrieval.api.common import ApiRateThrottle, AskRateThrottle, EventStreamAccepted
 from retrieval.api.views import (
     TEXT_ENDS,
     citation_dicts,
@@ -169,7 +169,7 @@ def completion_chunks(
 
 
 @extend_schema(tags=["openai"])
-class ChatCompletionView(OpenAIView):
+class ChatCompletionView(EventStreamAccepted, OpenAIView):
     """OpenAI's POST /chat/completions: the last user message is the question, earlier user and
     assistant messages are the conversation so far (or send `conversation` to continue a stored
     one). Each request without `conversation` starts a new conversation, listed under yours."""
@@ -215,7 +215,7 @@ class ChatCompletionView(OpenAIView):
             "system_fingerprint": None,
         }
         if data["stream"]:
-            return event_stream_response(completion_chunks(base, head, rest))
+            return event_stream_response(request, completion_chunks(base, head, rest))
         result = collect(head, rest)
         return Response(
             {

@@ -25,7 +25,7 @@ from ingestion import permissions
 from ragsite.api_errors import AnswerFailed, ModelUnavailable
 from retrieval import answering, apikeys, audit, selectors, services
 from retrieval.answering import AnswerEvent, CitationView
-from retrieval.api.common import ApiRateThrottle, AskRateThrottle
+from retrieval.api.common import ApiRateThrottle, AskRateThrottle, EventStreamAccepted
 from retrieval.models import ApiKey, AuditEvent, Conversation, Message
 from retrieval.rendering import AnswerSanitizer, sanitize_answer
 from retrieval.search import search
@@ -42,6 +42,7 @@ from retrieval.serializers import (
     SearchRequestSerializer,
     SearchResultSerializer,
 )
+from retrieval.streaming import stream_body
 
 
 def readable_collection_or_400(user: User, collection_id: int | None) -> int | None:
@@ -190,15 +191,18 @@ def answer_sse(head: list[AnswerEvent], rest: Iterator[AnswerEvent]) -> Iterator
         _close(rest)  # the client went away: let the answer save what it has
 
 
-def event_stream_response(chunks: Iterator[bytes]) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(chunks, content_type="text/event-stream; charset=utf-8")
+def event_stream_response(request: Request, chunks: Iterator[bytes]) -> StreamingHttpResponse:
+    """Server-sent events, sent one by one as they are made (also under ASGI)."""
+    response = StreamingHttpResponse(
+        stream_body(request, chunks), content_type="text/event-stream; charset=utf-8"
+    )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass events through as they come
     return response
 
 
 @extend_schema(tags=["answers"])
-class AskView(APIView):
+class AskView(EventStreamAccepted, APIView):
     """A grounded answer with citations; `stream: true` answers as server-sent events."""
 
     parser_classes = [JSONParser]
@@ -227,7 +231,7 @@ class AskView(APIView):
         events = start_answer(request.user, data["question"], conversation, collection_id)
         head, rest = first_events(events)
         if data["stream"]:
-            return event_stream_response(answer_sse(head, rest))
+            return event_stream_response(request, answer_sse(head, rest))
         result = collect(head, rest)
         return Response(AnswerSerializer(result).data)
 

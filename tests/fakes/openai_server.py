@@ -48,6 +48,8 @@ class FakeOpenAIServer:
     finish_reason: what the last event says ("stop", or "length" for a cut-off answer)
     trouble_for: a function of the request body returning None, a delay in seconds, or "500",
       to slow down or fail some requests only (e.g. the short query-rewriting jobs)
+    hold: an Event: after the first content piece, the rest waits until it is set (at most
+      15 s); pieces_sent counts the content pieces sent so far
     """
 
     answer: str | Callable[[dict], str] = "The answer is in the documents [1]."
@@ -59,6 +61,8 @@ class FakeOpenAIServer:
     reasoning_form: str = "reasoning_content"
     finish_reason: str = "stop"
     trouble_for: Callable[[dict], float | str | None] | None = None
+    hold: threading.Event | None = None
+    pieces_sent: int = 0
     models: list[str] = field(default_factory=lambda: [MODEL_ID])
     requests: list[RecordedRequest] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
@@ -225,7 +229,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if fake.piece_delay:
                 time.sleep(fake.piece_delay)
+            if fake.hold is not None and index == 1:
+                fake.hold.wait(15)
             self._event(model, {"content": piece})
+            fake.pieces_sent += 1
         if fake.failure == "no_done":
             self._chunk(b"")
             return

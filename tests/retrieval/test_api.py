@@ -248,6 +248,37 @@ def test_ask_streams_meta_tokens_citations_then_done(user, handbook):
     assert Conversation.objects.filter(pk=events[0][1]["conversation"], user=user).exists()
 
 
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/api/v1/ask", {"question": QUESTION, "stream": True}),
+        (
+            "/api/v1/openai/chat/completions",
+            {
+                "model": "ragsite",
+                "stream": True,
+                "messages": [{"role": "user", "content": QUESTION}],
+            },
+        ),
+    ],
+)
+def test_sse_clients_that_accept_only_event_streams_get_one(user, handbook, path, body):
+    client = client_for(user)
+    response = client.post(path, body, format="json", HTTP_ACCEPT="text/event-stream")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/event-stream")
+    body = b"".join(response.streaming_content)
+    assert body.startswith((b"event: meta\n", b"data: {")) and body.endswith(b"\n\n")
+
+    # What is not a stream (here an error) still comes as JSON, not as a 406.
+    refused = client.post(
+        path, {**body, "collection": 999999}, format="json", HTTP_ACCEPT="text/event-stream"
+    )
+    assert refused.status_code == 400
+    assert refused["Content-Type"] == "application/json"
+    assert refused.json()["error"]["fields"] == {"collection": ["No such collection."]}
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
