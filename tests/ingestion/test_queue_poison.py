@@ -88,39 +88,39 @@ def test_below_the_limit_a_killed_run_is_redone(tmp_path, collection, settings):
 
 
 def test_worker_start_fails_a_poisoned_document_and_requeues_the_others(
-    tmp_path, collection, settings, monkeypatch
+    tmp_path, collection, settings, task_queue, django_capture_on_commit_callbacks
 ):
     settings.RAG_MAX_ATTEMPTS = 3
-    queued = []
-    monkeypatch.setattr(services, "_enqueue_after_commit", queued.append)
     poisoned = register(collection, tmp_path, "poisoned.md")
     killed_once = register(collection, tmp_path, "once.md")
     killed_mid_document(poisoned, runs=3)
     killed_mid_document(killed_once, runs=1)
 
-    requeue_abandoned_documents()
+    with django_capture_on_commit_callbacks(execute=True):  # the real enqueue, on commit
+        requeue_abandoned_documents()
 
     poisoned.refresh_from_db()
     killed_once.refresh_from_db()
-    assert queued == [killed_once.pk]
+    assert task_queue.document_ids() == [killed_once.pk]
     assert poisoned.status == "failed"
     assert "stopped the worker 3 times" in poisoned.error
     # The automatic requeue is no fresh start: the next kill counts as the second.
     assert killed_once.status == "queued" and killed_once.unfinished_runs == 1
 
 
-def test_reingest_stuck_skips_a_poisoned_document(tmp_path, collection, settings, monkeypatch):
+def test_reingest_stuck_skips_a_poisoned_document(
+    tmp_path, collection, settings, task_queue, django_capture_on_commit_callbacks
+):
     settings.RAG_MAX_ATTEMPTS = 3
-    queued = []
-    monkeypatch.setattr(services, "_enqueue_after_commit", queued.append)
     poisoned = register(collection, tmp_path)
     killed_mid_document(poisoned, runs=3)
 
     out = io.StringIO()
-    call_command("reingest", "--stuck", stdout=out)
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("reingest", "--stuck", stdout=out)
 
     poisoned.refresh_from_db()
-    assert queued == []
+    assert task_queue.messages() == []
     assert "Queued 0 documents" in out.getvalue()
     assert poisoned.status == "failed" and "stopped the worker 3 times" in poisoned.error
 
