@@ -207,7 +207,8 @@ _SPECIAL = re.compile(r"[!\[\]<]")
 _LABEL = re.compile(r"[^\[\]\\]*(?:\\.[^\[\]\\]*)*", re.DOTALL)
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 _SPACE = re.compile(r"[ \t]*(?:\n[ \t]*)?")
-_RAW_TARGET = re.compile(r"[^\s()\\]*")
+# Plain characters, escapes and one level of parentheses in C; deeper nesting is walked below.
+_RAW_TARGET = re.compile(r"(?:[^\s()\\]|\\.|\((?:[^\s()\\]|\\.)*\))*")
 _POINTY_TARGET = re.compile(r"[^<>\n\\]*(?:\\.[^<>\n\\]*)*")
 _NON_SPACE = re.compile(r"\S*")
 _TITLE = {
