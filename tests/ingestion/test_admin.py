@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import Permission, User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from ingestion.models import Document
+from retrieval.models import AuditEvent
+from tests.conftest import make_collection
 
 pytestmark = pytest.mark.django_db
 
@@ -72,8 +75,6 @@ def test_bulk_delete_action_removes_documents_and_chunks(
 
 # --- permissions and the audit log (#10) ------------------------------------------------------
 def staff_with(*codenames: str, username: str = "clerk"):
-    from django.contrib.auth.models import Permission, User
-
     user = User.objects.create_user(username, password="a-long-test-password", is_staff=True)
     user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
     return user
@@ -130,8 +131,6 @@ def test_a_view_only_staff_member_is_refused_every_change(client, stored, name):
     after = Document.objects.filter(pk=stored.pk).first()
     assert after is not None and after.status == before.status == "ready"
     assert Document.objects.count() == 1
-    from retrieval.models import AuditEvent
-
     assert not AuditEvent.objects.filter(via="admin").exists()
 
 
@@ -155,8 +154,6 @@ def test_a_view_only_staff_member_is_not_offered_the_actions(client, stored):
     ],
 )
 def test_every_admin_change_writes_one_audit_row(client, stored, name, action):
-    from retrieval.models import AuditEvent
-
     editor = staff_with(
         "view_document",
         "add_document",
@@ -180,8 +177,6 @@ def test_every_admin_change_writes_one_audit_row(client, stored, name, action):
 def test_deleting_a_collection_in_the_admin_goes_through_the_service(
     admin_client_logged_in, stored
 ):
-    from retrieval.models import AuditEvent
-
     admin_client_logged_in.post(
         reverse("admin:ingestion_collection_delete", args=[stored.collection_id]), {"post": "yes"}
     )
@@ -193,8 +188,6 @@ def test_deleting_a_collection_in_the_admin_goes_through_the_service(
 def test_staff_do_not_see_or_upload_into_collections_they_cannot_read(
     client, tmp_path, ingest_file
 ):
-    from tests.conftest import make_collection
-
     hidden = make_collection("Board minutes")
     path = tmp_path / "m.md"
     path.write_text("# Minutes\n\nThe board met in secret.")
