@@ -61,8 +61,8 @@ def _forget_dead_holders(pgdata: Path) -> None:
             return
         alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
         if alive != pids:
+            # No logging: at exit the log's stream may be closed already.
             holders.write_text(json.dumps(alive))
-            logger.info("embedded database: forgot holders that no longer run: %s", pids)
 
 
 def _create_database(host: str, port: int | None, database: str) -> None:
