@@ -19,7 +19,8 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
-from retrieval import audit, extractive, llm, prompts, services
+from ingestion.permissions import readable_collection_ids
+from retrieval import audit, evidence, extractive, llm, prompts, services
 from retrieval.models import Citation, Conversation, Message
 from retrieval.search import Passage, search
 
@@ -260,6 +261,27 @@ def _store_citations(message: Message, numbers: list[int], passages: list[Passag
     return Citation.objects.bulk_create(rows)
 
 
+# --- evidence ----------------------------------------------------------------------------------
+
+
+def _unknown_subject(generator, user: User, query: str, collection_id: int | None) -> str:
+    """For the extractive answerer, the reply to give when the question names something that
+    no passage the user may read mentions (see retrieval.evidence); "" otherwise. A model is
+    told to decline on its own and may know a synonym, so it is not second-guessed here."""
+    if not isinstance(generator, extractive.ExtractiveGenerator):
+        return ""
+    collections = readable_collection_ids(user)
+    if collection_id is not None:
+        collections = [cid for cid in collections if cid == collection_id]
+    found = evidence.assess(query, collections)
+    if not found.missing:
+        return ""
+    names = ", ".join(f"“{word}”" for word in found.missing[:3])
+    return (
+        f"None of the documents you can access mention {names}, so I cannot answer this from them."
+    )
+
+
 # --- the pipeline -------------------------------------------------------------------------------
 
 
@@ -325,28 +347,37 @@ def _stream(
                 logger.info("prompt for message %s: %s", reply.pk, json.dumps(prompt.messages))
             generator = llm.get_generator()
             generator_name = generator.name
-            markers = MarkerFilter(len(prompt.passages))
-            thinking = False  # a reasoning model thinks first: the reader is told, once a stretch
-            for piece in generator.stream(prompt.messages, prompt.passages, query=query):
-                if isinstance(piece, llm.Thinking):
-                    if not thinking:
-                        yield AnswerEvent("thinking")
-                    thinking = True
-                    continue
-                thinking = False
-                if text := markers.feed(piece):
+            unknown = _unknown_subject(generator, user, query, collection_id)
+            if unknown:
+                # The question names something no readable document mentions: say so rather
+                # than quote a look-alike passage.
+                outcome = Message.Outcome.NO_ANSWER
+                text_parts.append(unknown)
+                yield AnswerEvent("token", text=unknown)
+                yield AnswerEvent("citations", citations=[])
+            else:
+                markers = MarkerFilter(len(prompt.passages))
+                thinking = False  # a reasoning model thinks first: the reader is told, once a stretch
+                for piece in generator.stream(prompt.messages, prompt.passages, query=query):
+                    if isinstance(piece, llm.Thinking):
+                        if not thinking:
+                            yield AnswerEvent("thinking")
+                        thinking = True
+                        continue
+                    thinking = False
+                    if text := markers.feed(piece):
+                        text_parts.append(text)
+                        yield AnswerEvent("token", text=text)
+                if text := markers.flush():
                     text_parts.append(text)
                     yield AnswerEvent("token", text=text)
-            if text := markers.flush():
-                text_parts.append(text)
-                yield AnswerEvent("token", text=text)
-            generator_name = generator.name  # the model id is known once it has answered
-            rows = _store_citations(reply, markers.used, prompt.passages)
-            cited_documents = [row.document_id for row in rows]
-            outcome = Message.Outcome.ANSWERED
-            if generator_name == extractive.ExtractiveGenerator.name and not rows:
-                outcome = Message.Outcome.NO_ANSWER
-            yield AnswerEvent("citations", citations=[citation_view(row) for row in rows])
+                generator_name = generator.name  # the model id is known once it has answered
+                rows = _store_citations(reply, markers.used, prompt.passages)
+                cited_documents = [row.document_id for row in rows]
+                outcome = Message.Outcome.ANSWERED
+                if generator_name == extractive.ExtractiveGenerator.name and not rows:
+                    outcome = Message.Outcome.NO_ANSWER
+                yield AnswerEvent("citations", citations=[citation_view(row) for row in rows])
     except (llm.LLMError, llm.LLMConfigurationError) as exc:
         logger.warning(
             "answer %s: model unavailable: %s", reply.pk, getattr(exc, "detail", "") or exc
