@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["ingest_bench.py", "retrieval_bench.py"]
+BENCHMARKS = ["ingest_bench.py", "retrieval_bench.py", "answer_bench.py"]
 
 
 def main() -> int:
