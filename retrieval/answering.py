@@ -22,7 +22,7 @@ from django.utils import timezone
 from ingestion.permissions import readable_collection_ids
 from retrieval import audit, evidence, extractive, llm, prompts, services
 from retrieval.models import Citation, Conversation, Message
-from retrieval.search import Passage, search
+from retrieval.search import Passage, SearchTimeout, SearchUnavailable, search
 
 logger = logging.getLogger(__name__)
 
@@ -357,7 +357,9 @@ def _stream(
                 yield AnswerEvent("citations", citations=[])
             else:
                 markers = MarkerFilter(len(prompt.passages))
-                thinking = False  # a reasoning model thinks first: the reader is told, once a stretch
+                thinking = (
+                    False  # a reasoning model thinks first: the reader is told, once a stretch
+                )
                 for piece in generator.stream(prompt.messages, prompt.passages, query=query):
                     if isinstance(piece, llm.Thinking):
                         if not thinking:
@@ -378,6 +380,12 @@ def _stream(
                 if generator_name == extractive.ExtractiveGenerator.name and not rows:
                     outcome = Message.Outcome.NO_ANSWER
                 yield AnswerEvent("citations", citations=[citation_view(row) for row in rows])
+    except (SearchTimeout, SearchUnavailable) as exc:
+        # Say what happened: a search that timed out or could not embed the question.
+        logger.warning("answer %s: search failed: %s", reply.pk, exc)
+        outcome = Message.Outcome.ERROR
+        text_parts = [str(exc.detail)]
+        yield AnswerEvent("error", text=str(exc.detail), outcome=outcome)
     except (llm.LLMError, llm.LLMConfigurationError) as exc:
         logger.warning(
             "answer %s: model unavailable: %s", reply.pk, getattr(exc, "detail", "") or exc
