@@ -57,14 +57,19 @@ def parse_isolated(path: Path, content_type: str, memory_mb: int, timeout_s: flo
             "timeout": timeout_s,
             "result": str(result),
         }
-        helper = _running_helper()
-        try:
-            reply = helper.ask(request, timeout_s + _GRACE_SECONDS)
-        except (TimeoutError, OSError, ValueError) as exc:
-            _stop_helper()
-            if isinstance(exc, TimeoutError):
+        for attempt in (1, 2):
+            helper = _running_helper()
+            try:
+                reply = helper.ask(request, timeout_s + _GRACE_SECONDS)
+                break
+            except TimeoutError as exc:
+                _stop_helper()
                 raise ParseError(f"Parsing took longer than {timeout_s:g} s; stopped.") from exc
-            raise SandboxUnavailable(f"the parsing helper stopped: {exc}") from exc
+            except (OSError, ValueError) as exc:
+                # The helper itself died (killed from outside): start another, once.
+                _stop_helper()
+                if attempt == 2:
+                    raise SandboxUnavailable(f"the parsing helper stopped: {exc}") from exc
         return _outcome(reply, result, memory_mb, timeout_s)
 
 

@@ -171,3 +171,18 @@ def test_an_office_file_declaring_more_than_the_limit_is_refused_before_unpackin
 
     with pytest.raises(ParseError, match="expands to more than 256 MB"):
         parse(path, DOCX)
+
+
+def test_a_parsing_helper_killed_from_outside_is_replaced_on_the_next_file(tmp_path):
+    import os
+    import signal
+
+    page = tmp_path / "page.html"
+    page.write_text("<html><body><main><p>First.</p></main></body></html>")
+    parse(page, HTML)
+    first = sandbox.helper_pid()
+    assert first is not None
+    os.kill(first, signal.SIGKILL)  # the OOM killer, an operator
+
+    assert [b.text for b in parse(page, HTML).blocks] == ["First."]
+    assert sandbox.helper_pid() not in {None, first}
