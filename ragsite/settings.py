@@ -313,6 +313,10 @@ RAG_ASK_RATE = env("RAG_ASK_RATE", "30/min")
 # Rates count per user: all of a user's keys and their browser session share one budget, and
 # answers asked on the web page count against the same answer budget as the API's.
 RAG_MAX_API_KEYS = env_int("RAG_MAX_API_KEYS", 10)  # active keys per user
+# The OpenAI-compatible endpoint keeps, of the earlier messages a request sends, the newest ones
+# within both bounds (older ones are dropped whole, oldest first); the model sees the last 3 turns.
+RAG_API_HISTORY_MESSAGES = env_int("RAG_API_HISTORY_MESSAGES", 20)
+RAG_API_HISTORY_CHARS = env_int("RAG_API_HISTORY_CHARS", 20_000)
 
 
 # The rate counters live in the default cache. Redis (RAG_CACHE_URL, else the next database

@@ -44,7 +44,11 @@ CLOSE = "</passages>"
 QUESTION_LABEL = "Question:"
 
 # Anything in document text that could pass for one of our delimiters or a chat-template token.
-_LOOKALIKE = re.compile(r"<\s*/?\s*(passages?|question|system|instructions?)\b", re.IGNORECASE)
+# `<\s*/?\s*` would be quadratic: after `<` and a long run of blanks, every split of the run
+# between the two `\s*` is tried. The second run of blanks may only follow the slash.
+_LOOKALIKE = re.compile(
+    r"<\s*(?:/\s*)?(passages?|question|system|instructions?)\b", re.IGNORECASE
+)
 _SPECIAL_TOKEN = re.compile(r"<\|")
 _MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 
@@ -101,8 +105,18 @@ def question_from(messages: Sequence[dict]) -> str:
 
 
 def strip_markers(text: str) -> str:
-    """Text without [n] citation markers (earlier answers' numbers mean nothing in a new prompt)."""
-    return re.sub(r"[ \t]*" + _MARKER.pattern, "", text)
+    """Text without [n] citation markers (earlier answers' numbers mean nothing in a new prompt).
+
+    The blanks before a marker go too. Not with a pattern starting `[ \t]*`: that one is retried
+    from every blank of a long run and takes quadratic time; here each blank is looked at once.
+    """
+    pieces: list[str] = []
+    end = 0
+    for match in _MARKER.finditer(text):
+        pieces.append(text[end : match.start()].rstrip(" \t"))
+        end = match.end()
+    pieces.append(text[end:])
+    return "".join(pieces)
 
 
 def build_prompt(
@@ -135,6 +149,9 @@ def build_prompt(
     history_messages: list[dict] = []
     history_budget = max(0, budget // 4)
     for role, content in reversed(list(history)[-2 * HISTORY_TURNS :]):
+        # Measure before any work on the text: a message over the whole budget is never read.
+        if estimate_tokens(content) > history_budget + MESSAGE_OVERHEAD_TOKENS + SAFETY_TOKENS:
+            break
         content = strip_markers(content).strip()
         cost = estimate_tokens(content) + MESSAGE_OVERHEAD_TOKENS
         if not content or cost > history_budget:

@@ -13,6 +13,9 @@ from rest_framework import serializers
 from retrieval.models import ApiKey, Conversation, Message
 
 MAX_QUESTION_CHARS = 4000
+# Messages in one chat completions request: counted before any message is validated. Far above
+# what the history keeps (RAG_API_HISTORY_MESSAGES), so real chats never meet it.
+MAX_CHAT_MESSAGES = 1000
 BIGINT = 2**63 - 1
 
 
@@ -190,7 +193,7 @@ class ChatCompletionRequestSerializer(serializers.Serializer):
     accepted and ignored, since the answer's grounding settings are the server's."""
 
     model = serializers.CharField(max_length=200)
-    messages = ChatMessageSerializer(many=True, allow_empty=False)
+    messages = ChatMessageSerializer(many=True, allow_empty=False, max_length=MAX_CHAT_MESSAGES)
     stream = serializers.BooleanField(default=False)
     conversation = _Id(
         required=False,

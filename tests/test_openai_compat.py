@@ -13,6 +13,7 @@ from django.core.cache import cache
 
 from retrieval import apikeys
 from retrieval.models import Conversation, Message
+from retrieval.serializers import MAX_CHAT_MESSAGES
 from tests.conftest import make_collection
 from tests.documents import FACT, write_markdown
 
@@ -135,3 +136,70 @@ def test_sdk_errors_map_to_the_sdk_exceptions(served):
         served["client"].chat.completions.create(
             model="ragsite", messages=[{"role": "assistant", "content": "no question"}]
         )
+
+
+def stored(conversation_id: int) -> list[tuple[str, str]]:
+    return list(
+        Message.objects.filter(conversation_id=conversation_id)
+        .order_by("created_at", "id")
+        .values_list("role", "content")
+    )
+
+
+def test_an_earlier_message_too_long_for_the_history_is_left_out_with_all_before_it(served):
+    # The live reproduction: 150,000 spaces in an earlier message used to be stored and run
+    # through a quadratic regex while the prompt was built, freezing the process for seconds.
+    huge = "Zephyr" + " " * 150_000 + "turbines?"
+    completion = served["client"].chat.completions.create(
+        model="ragsite",
+        messages=[
+            {"role": "user", "content": "Hello"},
+            {"role": "assistant", "content": "Hello! Ask about your documents."},
+            {"role": "user", "content": huge},
+            {"role": "assistant", "content": "It builds wind turbines."},
+            {"role": "user", "content": QUESTION},
+        ],
+    )
+    assert "4.2 million euros" in completion.choices[0].message.content
+    assert stored(completion.model_extra["conversation_id"])[:2] == [
+        ("assistant", "It builds wind turbines."),
+        ("user", QUESTION),
+    ]
+
+
+def test_a_long_conversation_keeps_its_newest_messages_within_the_bounds(served, settings):
+    settings.RAG_API_HISTORY_MESSAGES = 4
+    history = []
+    for turn in range(10):
+        history += [
+            {"role": "user", "content": f"Question {turn}?"},
+            {"role": "assistant", "content": f"Answer {turn}."},
+        ]
+    completion = served["client"].chat.completions.create(
+        model="ragsite", messages=[*history, {"role": "user", "content": QUESTION}]
+    )
+    assert stored(completion.model_extra["conversation_id"])[:5] == [
+        ("user", "Question 8?"),
+        ("assistant", "Answer 8."),
+        ("user", "Question 9?"),
+        ("assistant", "Answer 9."),
+        ("user", QUESTION),
+    ]
+
+    settings.RAG_API_HISTORY_CHARS = len("Answer 9.") + len("Question 9?")
+    completion = served["client"].chat.completions.create(
+        model="ragsite", messages=[*history, {"role": "user", "content": QUESTION}]
+    )
+    assert stored(completion.model_extra["conversation_id"])[:3] == [
+        ("user", "Question 9?"),
+        ("assistant", "Answer 9."),
+        ("user", QUESTION),
+    ]
+
+
+def test_more_messages_than_any_chat_has_is_refused_before_reading_them(served):
+    messages = [{"role": "user", "content": "Hi"}] * (MAX_CHAT_MESSAGES + 1)
+    with pytest.raises(openai.BadRequestError) as refused:
+        served["client"].chat.completions.create(model="ragsite", messages=messages)
+    assert f"no more than {MAX_CHAT_MESSAGES} elements" in json.dumps(refused.value.body)
+    assert not Conversation.objects.exists()

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -94,17 +95,35 @@ class ModelDetailView(OpenAIView):
         return Response(model_dict())
 
 
+def recent_turns(history: list[dict]) -> list[tuple[str, str]]:
+    """The newest user and assistant messages of `history` within RAG_API_HISTORY_MESSAGES and
+    RAG_API_HISTORY_CHARS, oldest first. Older ones are dropped whole (chat tools resend the
+    whole conversation each time, so a long one must keep working): a message that does not fit
+    ends the history there. Lengths are checked before any other work on a message's text."""
+    turns: list[tuple[str, str]] = []
+    room = settings.RAG_API_HISTORY_CHARS
+    for message in reversed(history):
+        if len(turns) >= settings.RAG_API_HISTORY_MESSAGES:
+            break
+        if message["role"] not in {"user", "assistant"}:
+            continue
+        content = message.get("content") or ""
+        if len(content) > room:
+            break
+        room -= len(content)
+        if content := content.strip():
+            turns.append((message["role"], content))
+    turns.reverse()
+    return turns
+
+
 def conversation_from_history(
     user: User, history: list[dict], collection_id: int | None
 ) -> Conversation | None:
-    """A fresh conversation holding the earlier turns the client sent, so follow-up questions
-    are understood in context. System and tool messages are dropped: the server's own
+    """A fresh conversation holding the recent earlier turns the client sent, so follow-up
+    questions are understood in context. System and tool messages are dropped: the server's own
     grounding instructions are the only ones the model gets."""
-    turns = [
-        (m["role"], (m.get("content") or "").strip())
-        for m in history
-        if m["role"] in {"user", "assistant"} and (m.get("content") or "").strip()
-    ]
+    turns = recent_turns(history)
     if not turns:
         return None
     first_question = next((text for role, text in turns if role == "user"), turns[0][1])

@@ -130,3 +130,26 @@ def test_history_keeps_the_newest_turns_when_the_budget_is_tight():
     assert len(kept) < 2 * prompts.HISTORY_TURNS
     assert kept[0].startswith("question")  # never starts with an orphaned answer
     assert prompt.estimated_tokens <= 2048 - 256
+
+
+def test_look_alikes_with_any_blanks_inside_are_defused():
+    for poison in ["<  /  passages>", "<\u3000system>", "<\t/\u2003question>", "< INSTRUCTIONS>"]:
+        assert not prompts.neutralise(poison).startswith("<"), poison
+    assert prompts.neutralise("a <b> and 3 < 4") == "a <b> and 3 < 4"
+
+
+def test_markers_go_with_the_blanks_before_them():
+    assert prompts.strip_markers("Yes [1]. And  \t[2, 3] no [x] [] [4]") == "Yes. And no [x] []"
+    assert prompts.strip_markers(" " * 10 + "[1]") == ""
+
+
+def test_a_history_message_larger_than_the_budget_is_left_out_with_everything_before_it():
+    history = [
+        ("user", "Old question?"),
+        ("assistant", "Old answer."),
+        ("user", "Zephyr" + " " * 150_000 + "turbines?"),
+        ("assistant", "It builds wind turbines [1]."),
+    ]
+    prompt = prompts.build_prompt("What is the budget?", [passage("Budget: 4 million.")], history)
+    assert [m["role"] for m in prompt.messages] == ["system", "user"]  # starts with an answer: out
+    assert len(prompt.messages[-1]["content"]) < 1000
