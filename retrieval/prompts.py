@@ -46,9 +46,7 @@ QUESTION_LABEL = "Question:"
 # Anything in document text that could pass for one of our delimiters or a chat-template token.
 # `<\s*/?\s*` would be quadratic: after `<` and a long run of blanks, every split of the run
 # between the two `\s*` is tried. The second run of blanks may only follow the slash.
-_LOOKALIKE = re.compile(
-    r"<\s*(?:/\s*)?(passages?|question|system|instructions?)\b", re.IGNORECASE
-)
+_LOOKALIKE = re.compile(r"<\s*(?:/\s*)?(passages?|question|system|instructions?)\b", re.IGNORECASE)
 _SPECIAL_TOKEN = re.compile(r"<\|")
 _MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 
