@@ -70,6 +70,11 @@ def parse_isolated(path: Path, content_type: str, memory_mb: int, timeout_s: flo
                 _stop_helper()
                 if attempt == 2:
                     raise SandboxUnavailable(f"the parsing helper stopped: {exc}") from exc
+            except BaseException:
+                # Interrupted while waiting (the task's soft time limit, a signal): the helper's
+                # late reply must never be read as the answer for the next file.
+                _stop_helper()
+                raise
         return _outcome(reply, result, memory_mb, timeout_s)
 
 
