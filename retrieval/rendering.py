@@ -90,7 +90,7 @@ class _SafeTree(Treeprocessor):
         segments: list[str | etree.Element] = []
         position = 0
         for match in _CITATION.finditer(text):
-            numbers = [int(n) for n in re.split(r"\s*,\s*", match.group(1))]
+            numbers = [int(n) for n in match.group(1).split(",")]  # int() drops blanks
             if not any(n in self.citation_urls for n in numbers):
                 continue
             segments.append(text[position : match.start()])
