@@ -267,8 +267,8 @@ def test_sse_clients_that_accept_only_event_streams_get_one(user, handbook, path
     response = client.post(path, body, format="json", HTTP_ACCEPT="text/event-stream")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/event-stream")
-    body = b"".join(response.streaming_content)
-    assert body.startswith((b"event: meta\n", b"data: {")) and body.endswith(b"\n\n")
+    events = b"".join(response.streaming_content)
+    assert events.startswith((b"event: meta\n", b"data: {")) and events.endswith(b"\n\n")
 
     # What is not a stream (here an error) still comes as JSON, not as a 406.
     refused = client.post(
