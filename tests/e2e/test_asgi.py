@@ -150,6 +150,42 @@ def test_api_streams_send_each_event_while_the_model_is_still_writing(
     assert held_model.pieces_sent > 1
 
 
+def test_a_huge_history_neither_freezes_the_server_nor_is_kept(api_server, held_model):
+    # The live finding: a million spaces in an earlier message took minutes of one process's
+    # time (a quadratic regex), during which the sign-in page waited too. The timeouts below
+    # are not a measurement: they are 1000 times what the request now takes.
+    held_model.hold.set()
+    headers = {"Authorization": f"Bearer {api_server['key']}"}
+    body = {
+        "model": "ragsite",
+        "messages": [
+            {"role": "user", "content": "Zephyr" + " " * 1_000_000 + "turbines?"},
+            {"role": "assistant", "content": "It builds wind turbines."},
+            {"role": "user", "content": QUESTION},
+        ],
+    }
+    answers: list[httpx.Response] = []
+    asking = threading.Thread(
+        target=lambda: answers.append(
+            httpx.post(
+                api_server["url"] + "/api/v1/openai/chat/completions",
+                json=body,
+                headers=headers,
+                timeout=30,
+            )
+        )
+    )
+    asking.start()
+    sign_in_page = httpx.get(api_server["url"] + "/accounts/login/", timeout=30)
+    asking.join(60)
+
+    assert sign_in_page.status_code == 200
+    assert answers and answers[0].status_code == 200, answers
+    completion = answers[0].json()
+    assert "4.2 million euros" in completion["choices"][0]["message"]["content"]
+    assert "turbines?" not in json.dumps(held_model.chat_requests[-1].messages)
+
+
 @pytest.mark.e2e
 def test_an_answer_streams_under_uvicorn(browser, asgi_server, ingest_file, tmp_path):
     User.objects.create_user("staff", password=PASSWORD)
