@@ -10,8 +10,9 @@ How an excerpt is chosen:
 2. The best sentence grows into an excerpt with its neighbours in the same passage when they
    complete it: a lead-in takes what it introduces, a sentence opening with "It"/"This" takes the
    one before, a value question takes the "The default is ..." that follows a description.
-3. A second excerpt, from another passage and cited separately, only when it holds question words
-   that the first lacks and scores nearly as well. Never a collage of half sentences.
+3. A second excerpt, from another passage of the same document and cited separately, only when it
+   holds question words that the first lacks and scores nearly as well. Never a collage of half
+   sentences, never a second document's claim.
 4. When the passages do not support an answer (nothing in them shares a specific word with the
    question and nothing is close in meaning), the answerer says so instead of quoting.
 """
@@ -35,9 +36,7 @@ MAX_EXCERPT_UNITS = 4  # sentences (or list items) in one excerpt
 MAX_PASSAGES = 8
 MAX_CANDIDATES = 64
 MAX_EXCERPT_CHARS = 700
-# A second excerpt must score within this of the first: closer when it comes from another
-# document (a second source must be nearly as good), looser from the same document.
-SECOND_EXCERPT_MARGIN = 0.08
+# A second excerpt comes from the same document and must score within this of the first.
 SAME_DOCUMENT_MARGIN = 0.25
 # The best sentence must be at least this close in meaning to the question, or share a specific
 # word with it: below it, the passages are about something else.
@@ -279,9 +278,8 @@ class ExtractiveGenerator:
                 other_passage, other_unit = candidates[index]
                 if other_passage == p_index:
                     continue
-                same_document = passages[other_passage].document_id == best_passage.document_id
-                if not same_document and scores[index] < scores[best] - SECOND_EXCERPT_MARGIN:
-                    continue
+                if passages[other_passage].document_id != best_passage.document_id:
+                    continue  # another document is another claim: it would cost precision
                 text = _grow(units[other_passage], terms[other_passage], other_unit, wants_value)
                 if missing & _words(text):
                     chosen.append(Excerpt(other_passage + 1, text, float(scores[index])))
