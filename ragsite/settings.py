@@ -197,6 +197,9 @@ AXES_IPWARE_PROXY_COUNT = env_int("DJANGO_PROXY_COUNT", 0) or None
 AXES_IPWARE_META_PRECEDENCE_ORDER = (
     ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"] if AXES_IPWARE_PROXY_COUNT else ["REMOTE_ADDR"]
 )
+# axes reads the AXES_IPWARE_* settings only when django-ipware is installed (it is not), and
+# otherwise keys lockouts on the proxy's address; the audit log's rule applies them to both.
+AXES_CLIENT_IP_CALLABLE = "retrieval.audit.client_ip"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env("TZ", "UTC") or "UTC"

@@ -54,7 +54,7 @@ def purge_expired(
     conversations = Conversation.objects.filter(updated_at__lt=cutoff)
     messages = Message.objects.filter(conversation__in=conversations)
     events = AuditEvent.objects.filter(at__lt=cutoff)
-    logins = _login_records(cutoff)
+    logins = _login_records(cutoff, now or timezone.now())
     if dry_run:
         return PurgeResult(
             cutoff,
@@ -83,14 +83,21 @@ def purge_expired(
     return result
 
 
-def _login_records(cutoff: datetime) -> list:
+def _login_records(cutoff: datetime, now: datetime) -> list:
     """django-axes keeps user names and addresses of sign-ins; they expire like the audit log.
-    (AccessAttempt, the lockout counter, expires by AXES_COOLOFF_TIME and is left to axes.)"""
+    AccessAttempt, the lockout counter, holds them too: axes clears it only when that user name
+    signs in again, so it goes here as well, but never while its lockout may still hold."""
     if not apps.is_installed("axes"):
         return []
-    from axes.models import AccessFailureLog, AccessLog
+    from axes.helpers import get_cool_off
+    from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 
-    return [
+    cool_off = get_cool_off()
+    records = [
         AccessLog.objects.filter(attempt_time__lt=cutoff),
         AccessFailureLog.objects.filter(attempt_time__lt=cutoff),
     ]
+    if cool_off is not None:  # without a cool-off a lockout lasts until an admin lifts it
+        attempts_cutoff = min(cutoff, now - cool_off)
+        records.append(AccessAttempt.objects.filter(attempt_time__lt=attempts_cutoff))
+    return records
