@@ -286,16 +286,24 @@ def _unknown_subject(generator, user: User, query: str, collection_id: int | Non
 
 
 def _history(conversation: Conversation) -> tuple[list[tuple[str, str]], list[str]]:
-    """Earlier (role, content) turns worth showing the model, and earlier standalone queries."""
+    """Earlier (role, content) turns worth showing the model, and earlier standalone queries.
+    An answer citing a document its reader can no longer read is left out: it may quote it."""
+    from retrieval import selectors  # selectors imports this module
+
     recent = list(conversation.messages.order_by("-created_at", "-id")[: 2 * prompts.HISTORY_TURNS])
     recent.reverse()
+    withheld = selectors.answers_quoting_unreadable(conversation.user, [m.pk for m in recent])
     turns: list[tuple[str, str]] = []
     queries: list[str] = []
     for message in recent:
         if message.role == Message.Role.USER:
             turns.append((message.role, message.content))
             queries.append(message.content)
-        elif message.outcome == Message.Outcome.ANSWERED and message.content:
+        elif (
+            message.outcome == Message.Outcome.ANSWERED
+            and message.content
+            and message.pk not in withheld
+        ):
             turns.append((message.role, message.content))
             if message.search_query and queries:
                 queries[-1] = message.search_query  # the standalone form of that question

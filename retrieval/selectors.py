@@ -1,9 +1,11 @@
 """Read paths for conversations: a user's own conversations and messages, with each citation
-shown only while the user may still read the cited document (decided now, not when answered).
+shown only while the user may still read the cited document (decided now, not when answered),
+and an answer's text withheld once it cites a document the user can no longer read.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -15,11 +17,16 @@ from ingestion.permissions import readable_documents
 from retrieval.answering import CitationView, citation_view
 from retrieval.models import Citation, Conversation, Message
 
+# An answer may copy a cited passage word for word (the extractive answerer always does), so once
+# the reader loses access to a cited document the answer's text is withheld along with the citation.
+REDACTED_NOTICE = "This answer quoted documents you can no longer access."
+
 
 @dataclass(frozen=True)
 class MessageView:
     """A message as its author sees it now. A citation whose document is gone or no longer
-    readable has document_id None and empty title, heading and snippet (show "unavailable")."""
+    readable has document_id None and empty title, heading and snippet (show "unavailable"), and
+    the answer citing it has REDACTED_NOTICE as its content."""
 
     id: int
     role: str
@@ -62,10 +69,24 @@ def _readable_among(user: User | AnonymousUser, document_ids: set[int]) -> set[i
     return set(readable_documents(user).filter(pk__in=document_ids).values_list("pk", flat=True))
 
 
+def answers_quoting_unreadable(user: User | AnonymousUser, message_ids: Iterable[int]) -> set[int]:
+    """Those of `message_ids` that cite a document `user` cannot read now (or one since
+    deleted): their text may quote it, so it is shown to nobody and never goes back into a
+    prompt."""
+    pairs = list(
+        Citation.objects.filter(message_id__in=list(message_ids)).values_list(
+            "message_id", "document_id"
+        )
+    )
+    readable = _readable_among(user, {d for _, d in pairs if d is not None})
+    return {m for m, d in pairs if d is None or d not in readable}
+
+
 def messages_with_citations(
     user: User | AnonymousUser, conversation: Conversation
 ) -> list[MessageView]:
-    """The conversation's messages, oldest first, each with the citations the user may see."""
+    """The conversation's messages, oldest first, each with the citations the user may see;
+    an answer citing a document the user can no longer read reads REDACTED_NOTICE."""
     if conversation.user_id != getattr(user, "pk", None):
         raise PermissionDenied("This conversation belongs to someone else.")
     messages = list(
@@ -75,11 +96,12 @@ def messages_with_citations(
         c.document_id for m in messages for c in m.citations.all() if c.document_id is not None
     }
     readable = _readable_among(user, document_ids)
+    redacted = answers_quoting_unreadable(user, [m.pk for m in messages])
     return [
         MessageView(
             id=m.pk,
             role=m.role,
-            content=m.content,
+            content=REDACTED_NOTICE if m.pk in redacted else m.content,
             outcome=m.outcome,
             generator=m.generator,
             search_query=m.search_query,

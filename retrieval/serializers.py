@@ -97,7 +97,7 @@ class ConversationSerializer(serializers.ModelSerializer):
 
 class MessageSerializer(serializers.Serializer):
     """A selectors.MessageView: citations of documents the reader may no longer read are
-    already blanked (document_id null) by the selector."""
+    already blanked (document_id null), and the answer citing them withheld, by the selector."""
 
     id = serializers.IntegerField()
     role = serializers.ChoiceField(choices=Message.Role.choices)

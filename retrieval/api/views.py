@@ -270,7 +270,8 @@ class ConversationListView(generics.ListAPIView):
 @extend_schema(tags=["conversations"])
 class ConversationDetailView(APIView):
     """One of your conversations with its messages; citations of documents you can no longer
-    read come back with document_id null and empty text."""
+    read come back with document_id null and empty text, and the answer citing them reads "This
+    answer quoted documents you can no longer access." (it may have quoted them)."""
 
     def _get(self, request: Request, pk: int) -> Conversation:
         conversation = selectors.get_conversation(request.user, pk)
