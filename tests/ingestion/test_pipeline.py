@@ -142,7 +142,8 @@ def test_ingest_command_reports_ready_and_failed_files(tmp_path, capsys):
 
     text = out.getvalue()
     assert "ready: 1  failed: 2" in text
-    assert "broken.pdf" not in text or "damaged" in text
+    broken = Document.objects.get(original_name="broken.pdf")
+    assert f"failed document {broken.pk}: The PDF is damaged or not a PDF" in text
     assert "empty.txt is empty" in text
     assert Document.objects.get(original_name="good.md").status == "ready"
 
