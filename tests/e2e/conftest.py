@@ -122,7 +122,7 @@ def asgi_server(transactional_db, tmp_path, task_queue) -> Iterator[str]:
     from django.conf import settings
     from django.db import connection
 
-    from tests.conftest import ROOT, stop_worker
+    from tests.conftest import stop_worker
 
     db = connection.settings_dict
     if db["PORT"]:
@@ -131,9 +131,6 @@ def asgi_server(transactional_db, tmp_path, task_queue) -> Iterator[str]:
         )
     else:
         database_url = f"postgresql://{db['USER']}:{db['PASSWORD']}@/{db['NAME']}?host={db['HOST']}"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     log = tmp_path / "uvicorn.log"
     env = {
         **os.environ,
@@ -148,37 +145,51 @@ def asgi_server(transactional_db, tmp_path, task_queue) -> Iterator[str]:
             "RAG_BROKER_DIR": str(task_queue.folder),
             "RAG_CELERY_QUEUE": task_queue.queue,
         }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "ragsite.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                stop_worker(process)
-                raise AssertionError(f"uvicorn did not start:\n{log.read_text()[-3000:]}") from None
-            time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}"
+    process, url = serve_asgi(env, log)
+    yield url
     stop_worker(process)
     assert "SynchronousOnlyOperation" not in log.read_text(), log.read_text()[-3000:]
+
+
+def serve_asgi(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
+    """uvicorn serving ragsite.asgi with `env`, on a socket this process bound and listens on
+    and hands over (--fd): no other program can take the port between choosing and serving it,
+    so the tests never talk to someone else's server. Returns the process and its URL once it
+    answers HTTP."""
+    from tests.conftest import ROOT, stop_worker
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    port = listener.getsockname()[1]
+    with listener:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "ragsite.asgi:application"]
+            + ["--fd", str(listener.fileno()), "--no-access-log"],
+            cwd=ROOT,
+            env=env,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            pass_fds=[listener.fileno()],
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        # The socket listens from the start, so a connection proves nothing: wait for an answer.
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as probe:
+                probe.sendall(
+                    b"GET /accounts/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                )
+                if probe.recv(16).startswith(b"HTTP/"):
+                    return process, url
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_worker(process)
+            raise AssertionError(f"uvicorn did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
 
 
 def sign_in(page, username: str, password: str = PASSWORD) -> None:

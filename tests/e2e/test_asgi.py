@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,9 +18,9 @@ from django.core.cache import cache
 from playwright.sync_api import expect
 
 from retrieval import apikeys
-from tests.conftest import ROOT, make_collection, stop_worker
+from tests.conftest import make_collection, stop_worker
 from tests.documents import FACT, write_markdown, write_pdf
-from tests.e2e.conftest import PASSWORD, open_page, sign_in
+from tests.e2e.conftest import PASSWORD, open_page, serve_asgi, sign_in
 from tests.fakes.openai_server import MODEL_ID, FakeOpenAIServer
 
 QUESTION = "What is the Zephyr project budget for 2027?"
@@ -40,9 +37,6 @@ def start_uvicorn(log: Path, **env: str) -> tuple[subprocess.Popen, str]:
         url = f"postgresql://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     else:
         url = f"postgresql://{db['USER']}:{db['PASSWORD']}@/{db['NAME']}?host={db['HOST']}"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     environment = {
         **os.environ,
         "DATABASE_URL": url,
@@ -50,25 +44,7 @@ def start_uvicorn(log: Path, **env: str) -> tuple[subprocess.Popen, str]:
         "RAG_EGRESS_GUARD": "1",
         **env,
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "ragsite.asgi:application", "--host", "127.0.0.1"]
-        + ["--port", str(port), "--no-access-log"],
-        cwd=ROOT,
-        env=environment,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return process, f"http://127.0.0.1:{port}"
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                stop_worker(process)
-                raise AssertionError(f"uvicorn did not start:\n{log.read_text()[-3000:]}") from None
-            time.sleep(0.2)
+    return serve_asgi(environment, log)
 
 
 @pytest.fixture
