@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -276,6 +277,15 @@ def worker(celery_queue, tmp_path_factory) -> Iterator[WorkerHandle]:
     handle = WorkerHandle(process, celery_queue["broker"], log)
     yield handle
     stop_worker(process)
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses connections for the whole test: bound, so no other program
+    can listen on it meanwhile, but not listening (unlike a probe closed at once, or port 9)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 from datetime import timedelta
 
 import pytest
@@ -280,16 +279,10 @@ def test_sse_clients_that_accept_only_event_streams_get_one(user, handbook, path
     assert refused.json()["error"]["fields"] == {"collection": ["No such collection."]}
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_model_that_is_down_is_503_model_unavailable(user, handbook, stream):
+def test_a_model_that_is_down_is_503_model_unavailable(user, handbook, stream, refused_port):
     with override_settings(
-        RAG_LLM_BASE_URL=f"http://127.0.0.1:{_closed_port()}/v1",
+        RAG_LLM_BASE_URL=f"http://127.0.0.1:{refused_port}/v1",
         RAG_LLM_MODEL="test-model",
         RAG_LLM_CONNECT_TIMEOUT=1.0,
     ):

@@ -169,8 +169,8 @@ def test_nothing_relevant_is_said_plainly(dev_corpus, user):
     assert "Nothing relevant found" in fragment
 
 
-def test_a_model_that_is_down_is_reported_not_hidden(dev_corpus, user, settings):
-    settings.RAG_LLM_BASE_URL = "http://127.0.0.1:9/v1"  # nothing listens on the discard port
+def test_a_model_that_is_down_is_reported_not_hidden(dev_corpus, user, settings, refused_port):
+    settings.RAG_LLM_BASE_URL = f"http://127.0.0.1:{refused_port}/v1"
     settings.RAG_LLM_MODEL = "any"
     client = signed_in(user)
     events = ask(client, DEEP_COPY)
