@@ -232,33 +232,61 @@ def test_an_empty_rate_variable_reaches_settings_as_empty():
 # --- pagination ---------------------------------------------------------------------------------
 
 
-def test_lists_page_50_by_default_200_at_most_in_a_stable_order(user):
-    total = 230
+def _many_conversations(user: User, total: int) -> tuple[str, set[int]]:
     Conversation.objects.bulk_create(
         Conversation(user=user, title=f"conversation {i}") for i in range(total)
     )
     # All equally recent: the order must still be the same on every page and every request.
     Conversation.objects.filter(user=user).update(updated_at=timezone.now())
-    created = set(Conversation.objects.filter(user=user).values_list("pk", flat=True))
+    return "/api/v1/conversations/", set(
+        Conversation.objects.filter(user=user).values_list("pk", flat=True)
+    )
+
+
+def _many_documents(user: User, total: int) -> tuple[str, set[int]]:
+    collection = make_collection("Archive", everyone=True)
+    Document.objects.bulk_create(
+        Document(
+            collection=collection,
+            file=f"archive/{i}.txt",
+            original_name=f"{i}.txt",
+            content_type="text/plain",
+            size=1,
+            sha256=f"{i:064x}",
+            status=Document.Status.READY,
+        )
+        for i in range(total)
+    )
+    Document.objects.filter(collection=collection).update(created_at=timezone.now())
+    return "/api/v1/documents/", set(
+        Document.objects.filter(collection=collection).values_list("pk", flat=True)
+    )
+
+
+@pytest.mark.parametrize("make_rows", [_many_conversations, _many_documents])
+def test_lists_page_50_by_default_200_at_most_in_a_stable_order(user, make_rows):
+    total = 230
+    url, created = make_rows(user, total)
+    assert len(created) == total
     client = bearer(user)
 
-    first = client.get("/api/v1/conversations/").json()
+    first = client.get(url).json()
     assert first["count"] == total
     assert len(first["results"]) == 50
     assert first["previous"] is None and "page=2" in first["next"]
 
-    capped = client.get("/api/v1/conversations/?page_size=1000").json()
+    capped = client.get(f"{url}?page_size=1000").json()
     assert len(capped["results"]) == 200
 
     seen: list[int] = []
     for page in range(1, 6):  # 230 in pages of 50: 50, 50, 50, 50, 30
-        body = client.get(f"/api/v1/conversations/?page={page}").json()
+        body = client.get(f"{url}?page={page}").json()
         assert len(body["results"]) == (30 if page == 5 else 50)
-        seen += [c["id"] for c in body["results"]]
-    assert len(seen) == len(set(seen)) == total, "no conversation twice, none missing"
+        seen += [row["id"] for row in body["results"]]
+    assert len(seen) == len(set(seen)) == total, "nothing twice, nothing missing"
     assert set(seen) == created
-    assert [c["id"] for c in first["results"]] == seen[:50], "the same first page again"
-    assert [c["id"] for c in capped["results"]] == seen[:200], "the same order at any page size"
+    assert [row["id"] for row in first["results"]] == seen[:50], "the same first page again"
+    assert [row["id"] for row in capped["results"]] == seen[:200], "the same order at any size"
 
 
 # --- CSRF -----------------------------------------------------------------------------------------
