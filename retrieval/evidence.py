@@ -24,6 +24,8 @@ _CAMEL = re.compile(r"[a-z][A-Z]|[A-Z]{2}")
 # Words, hyphenated ones whole ("-rwxr-xr-x", "utf-8"): those are patterns, not names.
 _NAME = re.compile(r"[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*")
 MIN_CHARS_PER_PIECE = 3
+# Markup pasted into a question (`<img src=x onerror=...>`) is not what it asks about.
+_TAG = re.compile(r"<[^<>]{0,500}>")
 
 _SQL = f"""
 WITH words AS (
@@ -68,8 +70,14 @@ def is_specific(word: str) -> bool:
     return pieces >= 2 and len(word) / pieces < MIN_CHARS_PER_PIECE
 
 
+def subject(question: str) -> str:
+    """The question without markup pasted into it: the words it asks about."""
+    return _TAG.sub(" ", question)
+
+
 def specific_words(text: str) -> list[str]:
-    """The specific words of `text`, in order, once each."""
+    """The specific words of `text` (markup left out), in order, once each."""
+    text = subject(text)
     words = (w for w in _NAME.findall(text) if "-" not in w and w[0].isalpha())
     return list(dict.fromkeys(w for w in words if is_specific(w)))
 
@@ -82,7 +90,7 @@ def assess(question: str, collection_ids: list[int]) -> Evidence:
         cursor.execute(
             _SQL,
             {
-                "question": question,
+                "question": subject(question),
                 "aliases": list(_WORD_ALIASES),
                 "max_terms": MAX_TERMS,
                 "collections": list(collection_ids),

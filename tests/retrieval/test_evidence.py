@@ -47,6 +47,8 @@ def test_specific_words_are_names_and_rare_words_not_plain_english(db):
     # Everyday words that a paraphrase may use although the documents do not.
     assert not evidence.is_specific("accented") and not evidence.is_specific("prerequisites")
     assert evidence.specific_words("a string like -rwxr-xr-x from aiohttp") == ["aiohttp"]
+    # Markup pasted into a question is not what it asks about.
+    assert evidence.specific_words("Why? <img src=x onerror=alert(2)>") == []
 
 
 def test_assess_names_the_specific_words_no_readable_passage_holds(config_docs):
