@@ -35,12 +35,15 @@ EVAL_COLLECTION = "rag-eval scratch"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3, help="times each question is asked")
+    parser.add_argument(
+        "--collection", default=EVAL_COLLECTION, help="collection the corpus is (or goes) in"
+    )
     args = parser.parse_args()
     if not (EVAL_DIR / "corpus").is_dir():
         print(f"dev eval set not found at {EVAL_DIR}; answer benchmark skipped")
         return
     settings.RAG_LLM_BASE_URL = ""  # the extractive CPU default is what this measures
-    loaded = evaluation.ingest_corpus(EVAL_DIR / "corpus", EVAL_COLLECTION)
+    loaded = evaluation.ingest_corpus(EVAL_DIR / "corpus", args.collection)
     questions = [
         q.question
         for name in ("questions.jsonl", "questions-hard.jsonl")
