@@ -177,8 +177,8 @@ def is_value_question(question: str) -> bool:
 
 
 class ExtractiveGenerator:
-    """Quotes one excerpt (and at most one more from another passage) that best answers the
-    question, each followed by its [n] marker. Runs on CPU with the embedding model already
+    """Quotes one excerpt (and at most one more, from another passage of the same document)
+    that best answers the question, each followed by its [n] marker. Runs on CPU with the embedding model already
     loaded in the process."""
 
     name = "extractive"
