@@ -17,16 +17,16 @@ from django.views.decorators.http import require_GET
 from retrieval.models import EvalRun
 
 RUNS_SHOWN = 50
-# (key in EvalRun.figures, path inside it, label): the figures charted across runs.
+# (key in EvalRun.figures, path inside it, label, column): the figures charted across runs.
 CHARTED = [
-    ("distinct", ("hybrid", "hit_at_1"), "Right document first (hybrid)"),
-    ("distinct", ("hybrid", "hit_at_5"), "Right document in top 5 (hybrid)"),
-    ("in_context", ("hybrid",), "Right document among the passages answered from"),
-    ("answers", ("text_contains",), "Answer holds the expected text"),
-    ("answers", ("citation_contains",), "A cited passage holds it"),
-    ("answers", ("citation_precision",), "Citation precision"),
-    ("answers", ("answered",), "Answerable questions answered"),
-    ("answers", ("declined",), "Unanswerable questions declined"),
+    ("distinct", ("hybrid", "hit_at_1"), "Right document first (hybrid)", "Doc first"),
+    ("distinct", ("hybrid", "hit_at_5"), "Right document in top 5 (hybrid)", "Doc top 5"),
+    ("in_context", ("hybrid",), "Right document among the passages answered from", "In context"),
+    ("answers", ("text_contains",), "Answer holds the expected text", "Answer text"),
+    ("answers", ("citation_contains",), "A cited passage holds it", "Cited text"),
+    ("answers", ("citation_precision",), "Citation precision", "Precision"),
+    ("answers", ("answered",), "Answerable questions answered", "Answered"),
+    ("answers", ("declined",), "Unanswerable questions declined", "Declined"),
 ]
 CHART_WIDTH, CHART_HEIGHT, PAD = 240, 60, 4
 
@@ -83,7 +83,7 @@ def quality(request: HttpRequest) -> HttpResponse:
     rows = [
         {
             "run": run,
-            "figures": [figure(run, key, path) for key, path, _ in CHARTED],
+            "figures": [figure(run, key, path) for key, path, *_ in CHARTED],
             "latency": figure(run, "answers", ("latency_p95_s",)),
         }
         for run in runs
@@ -94,8 +94,8 @@ def quality(request: HttpRequest) -> HttpResponse:
         {
             "nav": "console",
             "rows": rows,
-            "columns": [label for *_, label in CHARTED],
-            "charts": [chart(series, key, path, label) for key, path, label in CHARTED],
+            "columns": [(label, column) for *_, label, column in CHARTED],
+            "charts": [chart(series, key, path, label) for key, path, label, _ in CHARTED],
             "files": files,
             "chosen": chosen,
             "width": CHART_WIDTH,
