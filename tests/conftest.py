@@ -132,15 +132,7 @@ def task_queue(request, tmp_path_factory) -> Iterator[QueueFolder | None]:
         key: app.conf[key]
         for key in ("broker_url", "broker_transport_options", "task_default_queue")
     }
-    app.conf.broker_url = "filesystem://"
-    app.conf.broker_transport_options = {
-        "data_folder_in": str(folder),
-        "data_folder_out": str(folder),
-        "control_folder": str(folder / "control"),
-        "store_processed": False,
-    }
-    app.conf.task_default_queue = queue
-    _reset_connections(app)
+    _use_folder_broker(app, folder, queue)
     yield QueueFolder(folder, queue)
     for key, value in saved.items():
         app.conf[key] = value
@@ -196,16 +188,24 @@ def celery_queue(request, tmp_path_factory, django_db_setup, django_db_blocker) 
         folder = tmp_path_factory.mktemp("broker")
         env["CELERY_BROKER_URL"] = "filesystem://"
         env["RAG_BROKER_DIR"] = str(folder)
-        app.conf.broker_url = "filesystem://"
-        app.conf.broker_transport_options = {
-            "data_folder_in": str(folder),
-            "data_folder_out": str(folder),
-            "control_folder": str(folder / "control"),
-            "store_processed": False,
-        }
+        _use_folder_broker(app, folder, queue)
     app.conf.task_default_queue = queue
     _reset_connections(app)
     yield {"broker": request.param, "env": env, "queue": queue}
+    _reset_connections(app)
+
+
+def _use_folder_broker(app, folder: Path, queue: str) -> None:
+    """Point this process's Celery app at kombu's filesystem transport in `folder` (the same
+    options ragsite.celeryconfig derives from RAG_BROKER_DIR), sending to `queue`."""
+    app.conf.broker_url = "filesystem://"
+    app.conf.broker_transport_options = {
+        "data_folder_in": str(folder),
+        "data_folder_out": str(folder),
+        "control_folder": str(folder / "control"),
+        "store_processed": False,
+    }
+    app.conf.task_default_queue = queue
     _reset_connections(app)
 
 
