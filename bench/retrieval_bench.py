@@ -215,7 +215,7 @@ def queries(count: int) -> list[str]:
 
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
-    return ordered[min(int(round(fraction * (len(ordered) - 1))), len(ordered) - 1)]
+    return ordered[min(round(fraction * (len(ordered) - 1)), len(ordered) - 1)]
 
 
 def measure(collection_ids: list[int], texts: list[str], mode: str) -> list[float]:

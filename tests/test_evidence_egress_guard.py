@@ -141,12 +141,14 @@ def test_a_refusal_fails_the_phase_that_caused_it_and_only_named_refusals_are_ex
     # The child's line, written after one test and before the next, is blamed on neither silently.
     assert outcomes["test_after_which_a_child_refuses"] == []
     (between,) = outcomes["test_next_one"]
-    assert "192.0.2.13" in between and "between tests" in between
+    assert "192.0.2.13" in between
+    assert "between tests" in between
     assert "test_after_which_a_child_refuses" in between
     # The marker silences what it names, nothing else, and a marker that silenced nothing is stale.
     assert outcomes["test_expected_only"] == []
     (other,) = outcomes["test_expected_and_another"]
-    assert "192.0.2.17" in other and "192.0.2.16" not in other.split("during")[-1]
+    assert "192.0.2.17" in other
+    assert "192.0.2.16" not in other.split("during")[-1]
     (stale,) = outcomes["test_expected_but_nothing_refused"]
     assert "none happened" in stale
     assert outcomes["test_clean"] == []
@@ -164,7 +166,8 @@ def test_a_refusal_after_the_last_test_fails_the_session_and_the_log_is_kept(tmp
 
     assert outcomes == {"test_clean": []}
     assert code == 1, output
-    assert "EGRESS GUARD" in output and "192.0.2.14" in output
+    assert "EGRESS GUARD" in output
+    assert "192.0.2.14" in output
     kept = Path(output.split("log kept: ")[1].split(")")[0])
     assert "192.0.2.14" in kept.read_text()
     kept.unlink()

@@ -111,7 +111,8 @@ def test_prompts_and_document_text_reach_the_logs_only_when_asked(
     answer(user, QUESTION)
 
     (request,) = fake_llm.chat_requests  # the prompt with the passage did go to the model
-    assert QUESTION in json.dumps(request.messages) and FACT in request.message("user")
+    assert QUESTION in json.dumps(request.messages)
+    assert FACT in request.message("user")
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert (QUESTION in logged) is log_prompts
     assert (FACT in logged) is log_prompts

@@ -24,7 +24,7 @@ def test_a_missing_requirement_skips_outside_ci(monkeypatch):
 def test_a_missing_requirement_fails_under_ci(monkeypatch, value):
     monkeypatch.setenv("CI", value)
 
-    with pytest.raises(pytest.fail.Exception, match="CI=true.*no Redis"):
+    with pytest.raises(pytest.fail.Exception, match=r"CI=true.*no Redis"):
         require_or_skip("no Redis")
 
 

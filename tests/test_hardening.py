@@ -60,7 +60,8 @@ def test_development_defaults_stay_easy_and_are_what_check_deploy_warns_about():
 
     output = result.stdout + result.stderr
     # Plain HTTP on a laptop works (no SSL redirect, no secure-only cookies)...
-    assert "security.W008" in output and "security.W012" in output
+    assert "security.W008" in output
+    assert "security.W012" in output
     # ...which is exactly why the check above would fail if production forgot DJANGO_SECURE.
     assert result.returncode != 0
 

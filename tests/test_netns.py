@@ -105,7 +105,8 @@ def test_without_a_namespace_the_wrapper_says_so_loudly_and_fails_under_ci(tmp_p
     )
 
     assert in_ci.returncode == 1
-    assert "NO NETWORK NAMESPACE" in in_ci.stderr and "CI=true" in in_ci.stderr
+    assert "NO NETWORK NAMESPACE" in in_ci.stderr
+    assert "CI=true" in in_ci.stderr
     assert "pytest" not in in_ci.stdout  # the suite did not run
     assert local.returncode == 0, local.stderr
     assert "NO NETWORK NAMESPACE" in local.stderr

@@ -25,7 +25,7 @@ def privacy_check(*args: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "url,allowed_hosts,expected",
+    ("url", "allowed_hosts", "expected"),
     [
         ("http://127.0.0.1:8000/v1", [], True),
         ("http://localhost:8000/v1", [], True),
@@ -62,9 +62,12 @@ def test_default_laptop_settings_pass_and_say_what_they_are(settings):
 
     output = privacy_check()
 
-    assert "LLM endpoint" in output and "extractive" in output
-    assert "embedding endpoint" in output and "in-process" in output
-    assert "DO_NOT_TRACK=1" in output and "HF_HUB_OFFLINE=1" in output
+    assert "LLM endpoint" in output
+    assert "extractive" in output
+    assert "embedding endpoint" in output
+    assert "in-process" in output
+    assert "DO_NOT_TRACK=1" in output
+    assert "HF_HUB_OFFLINE=1" in output
     assert "RAG_LOG_PROMPTS=0" in output
     assert "kept forever" in output
     assert "question text recorded" in output
@@ -75,10 +78,11 @@ def test_an_external_llm_url_is_a_violation(settings):
     settings.RAG_LLM_BASE_URL = "https://user:sk-secret@api.openai.com/v1?key=abc"
     settings.RAG_ALLOWED_HOSTS_EGRESS = ["llm.internal"]
 
-    with pytest.raises(CommandError, match="api.openai.com") as raised:
+    with pytest.raises(CommandError, match=r"api\.openai\.com") as raised:
         privacy_check()
 
-    assert "sk-secret" not in str(raised.value) and "key=abc" not in str(raised.value)
+    assert "sk-secret" not in str(raised.value)
+    assert "key=abc" not in str(raised.value)
 
 
 def test_an_allow_listed_internal_llm_passes(settings):
@@ -113,7 +117,7 @@ def test_prompt_logging_retention_and_audit_switches_are_reported(settings):
 
 
 @pytest.mark.parametrize(
-    "llm_url,exit_code", [("https://api.openai.com/v1", 1), ("http://127.0.0.1:8000/v1", 0)]
+    ("llm_url", "exit_code"), [("https://api.openai.com/v1", 1), ("http://127.0.0.1:8000/v1", 0)]
 )
 def test_the_command_exits_non_zero_on_a_violation(llm_url, exit_code):
     env = {
@@ -161,7 +165,7 @@ def test_an_embedding_server_outside_the_allow_list_is_a_violation(settings):
     settings.RAG_EMBEDDING_URL = "https://embeddings.example.com/v1"
     settings.RAG_ALLOWED_HOSTS_EGRESS = ["llm.internal"]
 
-    with pytest.raises(CommandError, match="embedding endpoint: https://embeddings.example.com"):
+    with pytest.raises(CommandError, match=r"embedding endpoint: https://embeddings\.example\.com"):
         privacy_check()
 
     settings.RAG_EMBEDDING_URL = "http://llm.internal:8080/v1"
@@ -172,5 +176,5 @@ def test_a_reranker_server_outside_the_allow_list_is_a_violation(settings):
     settings.RAG_RERANKER_URL = "https://rerank.example.com/v1"
     settings.RAG_ALLOWED_HOSTS_EGRESS = []
 
-    with pytest.raises(CommandError, match="reranker endpoint: https://rerank.example.com"):
+    with pytest.raises(CommandError, match=r"reranker endpoint: https://rerank\.example\.com"):
         privacy_check()

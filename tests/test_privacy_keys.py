@@ -46,7 +46,7 @@ def session(user: User) -> APIClient:
 
 # --- a key cannot manage keys -------------------------------------------------------------------
 def test_a_key_cannot_create_list_or_revoke_keys(user):
-    first, plaintext = apikeys.create_key(user, "tool")
+    _first, plaintext = apikeys.create_key(user, "tool")
     other, _ = apikeys.create_key(user, "other tool")
     client = bearer(plaintext)
 
@@ -81,7 +81,8 @@ def test_active_keys_are_capped_with_a_clear_message(user, settings):
     assert [r.status_code for r in made] == [201, 201, 400]
     error = made[2].json()["error"]
     assert error["code"] == "too_many_keys"
-    assert "2 active API keys" in error["message"] and "Revoke" in error["message"]
+    assert "2 active API keys" in error["message"]
+    assert "Revoke" in error["message"]
     assert ApiKey.objects.filter(user=user).count() == 2
 
     client.delete(f"/api/v1/keys/{made[0].json()['id']}/")

@@ -97,7 +97,8 @@ def test_the_api_conversation_shows_a_notice_instead_of_the_quoting_answer(setti
     assert question == {**question, "role": "user", "content": QUESTION}
     assert reply["role"] == "assistant"
     assert reply["content"] == NOTICE
-    assert reply["citations"] and all(c["document_id"] is None for c in reply["citations"])
+    assert reply["citations"]
+    assert all(c["document_id"] is None for c in reply["citations"])
     assert QUOTED not in response.content.decode()
     assert "front claws" not in response.content.decode()
 

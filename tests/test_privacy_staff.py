@@ -128,7 +128,8 @@ def test_the_api_answers_as_for_a_collection_that_does_not_exist(staff, hidden, 
     assert client.delete(f"/api/v1/documents/{hidden.pk}/").status_code == 404
     assert client.post(f"/api/v1/documents/{hidden.pk}/retry/").status_code == 404
     listed = client.get("/api/v1/collections/").json()["results"]
-    assert [c["name"] for c in listed] == ["Handbook"] and listed[0]["can_manage"] is True
+    assert [c["name"] for c in listed] == ["Handbook"]
+    assert listed[0]["can_manage"] is True
     assert Document.objects.count() == 1
 
 

@@ -120,7 +120,8 @@ def test_ctrl_c_with_a_closed_pipe_stops_everything_and_a_second_start_is_refuse
     started = first.processes()
     database = postmaster(data_dir)
     kinds = " ".join(" ".join(p.cmdline()) for p in started)
-    assert "celery" in kinds and "uvicorn" in kinds
+    assert "celery" in kinds
+    assert "uvicorn" in kinds
 
     # First start: the generated password is shown, and kept readable by its owner only.
     password = (data_dir / "admin_password").read_text()
@@ -130,7 +131,8 @@ def test_ctrl_c_with_a_closed_pipe_stops_everything_and_a_second_start_is_refuse
     # A second start from the same data dir says so, before touching anything.
     second = manage(data_dir, "serve", "--port", str(port))
     assert second.returncode != 0
-    assert "already running" in second.stderr and "make stop" in second.stderr
+    assert "already running" in second.stderr
+    assert "make stop" in second.stderr
     assert "is running at" not in second.stdout
 
     # `make run | tee log`, then Ctrl-C: tee is gone before serve writes "Stopping…".
@@ -146,7 +148,8 @@ def test_ctrl_c_with_a_closed_pipe_stops_everything_and_a_second_start_is_refuse
         busy.listen()
         refused = manage(data_dir, "serve", "--port", str(port))
     assert refused.returncode != 0
-    assert f"Port {port}" in refused.stderr and "in use" in refused.stderr
+    assert f"Port {port}" in refused.stderr
+    assert "in use" in refused.stderr
 
     # A holder of the embedded database that was killed (out of memory) is not waited for.
     (data_dir / "pgdata" / ".handle_pids.json").write_text("[999999999]")
@@ -172,7 +175,8 @@ def test_ctrl_c_with_a_closed_pipe_stops_everything_and_a_second_start_is_refuse
     killed.wait()
     refused = manage(data_dir, "serve", "--port", str(port))
     assert refused.returncode != 0
-    assert "still running" in refused.stderr and "make stop" in refused.stderr
+    assert "still running" in refused.stderr
+    assert "make stop" in refused.stderr
     stopped = manage(data_dir, "serve", "--stop")
     assert stopped.returncode == 0, stopped.stderr
     assert wait_gone([*started, database]) == [], killed.log.read_text()[-3000:]

@@ -70,7 +70,8 @@ def test_a_smaller_bomb_is_caught_by_its_compression_ratio(collection, tmp_path)
     document = ingest(upload(collection, path.read_bytes(), "sheet.xlsx"))
 
     assert document.status == Document.Status.FAILED
-    assert "zip bomb" in document.error and "fold" in document.error
+    assert "zip bomb" in document.error
+    assert "fold" in document.error
 
 
 def test_a_zip_with_too_many_parts_fails_with_a_clear_reason(collection):
@@ -120,7 +121,7 @@ def test_one_bad_file_does_not_stop_the_next(collection, zip_bomb):
 
 
 @pytest.mark.parametrize(
-    "hostile,shown",
+    ("hostile", "shown"),
     [
         ("../../etc/passwd", "passwd"),
         ("..\\..\\windows\\system32\\evil.txt", "evil.txt"),
@@ -141,7 +142,8 @@ def test_hostile_file_names_are_neutralised(hostile, shown):
 def test_a_very_long_name_is_cut_but_keeps_its_extension():
     name = clean_filename("x" * 400 + ".md")
 
-    assert len(name) == 255 and name.endswith(".md")
+    assert len(name) == 255
+    assert name.endswith(".md")
 
 
 @pytest.mark.parametrize("hostile", ["../../etc/passwd", "..\\..\\boot.ini", "/tmp/evil.txt"])
@@ -152,7 +154,8 @@ def test_files_are_stored_under_random_names_inside_media_root(collection, hosti
     media = Path(settings.MEDIA_ROOT).resolve()
     assert stored.is_relative_to(media / "documents")
     assert re.fullmatch(r"[0-9a-f]{32}", stored.name)
-    assert "/" not in document.original_name and "\\" not in document.original_name
+    assert "/" not in document.original_name
+    assert "\\" not in document.original_name
     assert ingest(document).status == Document.Status.READY
 
 
@@ -177,7 +180,7 @@ def test_a_pdf_named_txt_is_read_as_pdf(collection, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "data,filename",
+    ("data", "filename"),
     [
         (b"\x7fELF\x02\x01\x01\x00" + bytes(200), "notes.txt"),  # a Linux executable
         (b"MZ\x90\x00" + bytes(200), "report.docx"),  # a Windows executable

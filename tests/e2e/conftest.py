@@ -164,8 +164,15 @@ def serve_asgi(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
     port = listener.getsockname()[1]
     with listener:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "ragsite.asgi:application"]
-            + ["--fd", str(listener.fileno()), "--no-access-log"],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "ragsite.asgi:application",
+                "--fd",
+                str(listener.fileno()),
+                "--no-access-log",
+            ],
             cwd=ROOT,
             env=env,
             stdout=log.open("w"),

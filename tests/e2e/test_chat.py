@@ -96,7 +96,8 @@ def test_the_keyboard_is_enough_and_focus_is_visible(
     for _ in range(25):
         page.keyboard.press("Tab")
         focused = page.evaluate(FOCUS_OUTLINE_JS)
-        assert focused["style"] != "none" and focused["width"] >= 2, focused
+        assert focused["style"] != "none", focused
+        assert focused["width"] >= 2, focused
         if page.evaluate("document.activeElement.id") == "ask-question":
             break
     else:

@@ -129,7 +129,8 @@ def test_a_view_only_staff_member_is_refused_every_change(client, stored, name):
 
     assert response.status_code == 403
     after = Document.objects.filter(pk=stored.pk).first()
-    assert after is not None and after.status == before.status == "ready"
+    assert after is not None
+    assert after.status == before.status == "ready"
     assert Document.objects.count() == 1
     assert not AuditEvent.objects.filter(via="admin").exists()
 
@@ -138,8 +139,10 @@ def test_a_view_only_staff_member_is_not_offered_the_actions(client, stored):
     viewer = staff_with("view_document", "view_collection")
     page = signed_in(client, viewer).get(reverse("admin:ingestion_document_changelist"))
     text = page.content.decode()
-    assert page.status_code == 200 and stored.title in text
-    assert 'value="retry"' not in text and 'value="delete_documents"' not in text
+    assert page.status_code == 200
+    assert stored.title in text
+    assert 'value="retry"' not in text
+    assert 'value="delete_documents"' not in text
     assert "Upload documents" not in text
 
 
@@ -182,7 +185,8 @@ def test_deleting_a_collection_in_the_admin_goes_through_the_service(
     )
     assert not Document.objects.exists()
     event = AuditEvent.objects.get(via="admin")
-    assert event.action == "delete" and event.document_ids == [stored.pk]
+    assert event.action == "delete"
+    assert event.document_ids == [stored.pk]
 
 
 def test_staff_do_not_see_or_upload_into_collections_they_cannot_read(
@@ -198,7 +202,8 @@ def test_staff_do_not_see_or_upload_into_collections_they_cannot_read(
     signed_in(client, editor)
 
     listing = client.get(reverse("admin:ingestion_document_changelist")).content.decode()
-    assert secret.title not in listing and "Board minutes" not in listing
+    assert secret.title not in listing
+    assert "Board minutes" not in listing
     detail = client.get(reverse("admin:ingestion_document_change", args=[secret.pk]))
     assert detail.status_code == 302  # "does not exist", back to the admin index
     collections = client.get(reverse("admin:ingestion_collection_changelist")).content.decode()
@@ -213,6 +218,8 @@ def test_staff_do_not_see_or_upload_into_collections_they_cannot_read(
         },
     )
     text = again.content.decode()
-    assert again.status_code == 200 and "Select a valid choice" in text
-    assert "already in" not in text and "Board minutes" not in text
+    assert again.status_code == 200
+    assert "Select a valid choice" in text
+    assert "already in" not in text
+    assert "Board minutes" not in text
     assert Document.objects.count() == 1

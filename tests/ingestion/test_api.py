@@ -85,7 +85,8 @@ def test_collections_are_paginated_in_a_stable_order(user):
     first = client.get("/api/v1/collections/?page_size=2").json()
     second = client.get("/api/v1/collections/?page_size=2&page=2").json()
     assert first["count"] == 5
-    assert first["next"] and first["previous"] is None
+    assert first["next"]
+    assert first["previous"] is None
     assert [c["name"] for c in first["results"]] == ["Shared 0", "Shared 1"]
     assert [c["name"] for c in second["results"]] == ["Shared 2", "Shared 3"]
 

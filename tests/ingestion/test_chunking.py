@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from ingestion.chunking import chunk_document, embedding_text
 from ingestion.parsing import Block, ParsedDocument
 
@@ -37,7 +39,7 @@ def test_long_sections_split_within_budget_with_overlap():
     assert len(chunks) > 5
     assert all(words(c.text) <= 40 for c in chunks)  # counted here, not by the chunk
     # consecutive chunks share their boundary sentence(s)
-    for first, second in zip(chunks, chunks[1:], strict=False):
+    for first, second in itertools.pairwise(chunks):
         assert first.text.splitlines()[-1] in second.text
     joined = " ".join(c.text for c in chunks)
     assert all(s in joined for s in sentences)

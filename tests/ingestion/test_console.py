@@ -53,7 +53,8 @@ def upload(client: Client, collection: Collection, name: str, content: bytes):
 # --- who may use it --------------------------------------------------------------------------
 def test_anonymous_visitors_are_sent_to_sign_in(db):
     response = Client().get("/console/")
-    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
 
 
 def test_staff_without_console_rights_get_403(user):
@@ -76,7 +77,8 @@ def test_a_manager_sees_and_uploads_to_only_their_collections(manager):
     client = signed_in(manager)
 
     page = client.get("/console/").content.decode()
-    assert "Mine" in page and "Theirs" not in page
+    assert "Mine" in page
+    assert "Theirs" not in page
     assert "New collection" not in page, "only staff create collections"
 
     assert upload(client, theirs, "a.txt", b"Hello there.").status_code == 404
@@ -123,9 +125,11 @@ def test_an_upload_is_registered_queued_and_audited(staff):
     document = Document.objects.get(pk=body["document"]["id"])
     assert body["created"] is True
     assert body["document"]["status"] == "queued"
-    assert document.original_name == "travel.txt" and document.uploaded_by == staff
+    assert document.original_name == "travel.txt"
+    assert document.uploaded_by == staff
     event = AuditEvent.objects.get(action="upload")
-    assert event.document_ids == [document.pk] and event.via == "web"
+    assert event.document_ids == [document.pk]
+    assert event.via == "web"
 
 
 def test_the_same_file_twice_is_reported_as_already_there(staff):
@@ -133,7 +137,8 @@ def test_the_same_file_twice_is_reported_as_already_there(staff):
     client = signed_in(staff)
     upload(client, collection, "travel.txt", b"Trains first.")
     again = upload(client, collection, "copy.txt", b"Trains first.")
-    assert again.status_code == 201 and again.json()["created"] is False
+    assert again.status_code == 201
+    assert again.json()["created"] is False
     assert Document.objects.count() == 1
 
 
@@ -161,7 +166,8 @@ def test_too_large_uploads_are_rejected(staff, settings):
     settings.RAG_MAX_UPLOAD_MB = 1
     collection = make_collection("Handbook")
     response = upload(signed_in(staff), collection, "big.txt", b"a" * (1024 * 1024 + 1))
-    assert response.status_code == 400 and response.json()["code"] == "too_large"
+    assert response.status_code == 400
+    assert response.json()["code"] == "too_large"
 
 
 def test_without_script_many_files_upload_in_one_form(staff):
@@ -195,7 +201,8 @@ def test_status_reports_counters_and_each_documents_state(staff, ingest_file, tm
     assert status["documents"][str(ready.pk)]["status"] == "ready"
     assert status["documents"][str(ready.pk)]["chunk_count"] == ready.chunk_count > 0
     assert status["documents"][str(queued_id)]["status"] == "queued"
-    assert "ready.txt" in status["documents_html"] and "queued.txt" in status["documents_html"]
+    assert "ready.txt" in status["documents_html"]
+    assert "queued.txt" in status["documents_html"]
     assert 'data-counter="queue">1<' in status["counters_html"]
     assert 'data-counter="ready">1<' in status["counters_html"]
 
@@ -217,11 +224,13 @@ def test_a_failed_document_shows_its_reason_and_can_be_retried(staff):
     Document.objects.filter(pk=document_id).update(status="failed", error="Could not parse page 3.")
 
     page = client.get("/console/").content.decode()
-    assert "Could not parse page 3." in page and "Retry" in page
+    assert "Could not parse page 3." in page
+    assert "Retry" in page
 
     client.post(reverse("console:retry", args=[document_id]))
     document = Document.objects.get(pk=document_id)
-    assert document.status == "queued" and document.error == ""
+    assert document.status == "queued"
+    assert document.error == ""
 
 
 def test_reindex_queues_every_document_of_the_collection(staff, ingest_file, tmp_path):
@@ -238,7 +247,9 @@ def test_delete_says_what_it_removes_then_removes_it(staff, ingest_file, tmp_pat
     client = signed_in(staff)
 
     confirm = client.get(reverse("console:delete", args=[document.pk])).content.decode()
-    assert "a.txt" in confirm and "indexed passage" in confirm and "stored file" in confirm
+    assert "a.txt" in confirm
+    assert "indexed passage" in confirm
+    assert "stored file" in confirm
     assert Document.objects.filter(pk=document.pk).exists(), "GET only asks"
 
     response = client.post(reverse("console:delete", args=[document.pk]))
@@ -290,9 +301,11 @@ def test_a_document_being_processed_shows_for_how_long_and_offers_no_retry(staff
 
     assert "Processing" in row(page, document_id)
     assert "for 2\xa0minutes" in row(page, document_id)
-    assert "Retry" not in row(page, document_id) and "Stalled" not in row(page, document_id)
+    assert "Retry" not in row(page, document_id)
+    assert "Stalled" not in row(page, document_id)
     entry = status["documents"][str(document_id)]
-    assert entry["stalled"] is False and entry["status_label"] == "Processing"
+    assert entry["stalled"] is False
+    assert entry["status_label"] == "Processing"
     assert 125 <= entry["processing_seconds"] < 3600
 
 
@@ -306,16 +319,20 @@ def test_a_document_whose_worker_died_is_stalled_and_can_be_retried(staff):
     page = client.get("/console/").content.decode()
     status = client.get(reverse("console:status"), {"collection": collection.pk}).json()
 
-    assert "Stalled" in row(page, document_id) and "Retry" in row(page, document_id)
+    assert "Stalled" in row(page, document_id)
+    assert "Retry" in row(page, document_id)
     assert 'data-status="stalled"' in row(page, document_id)
     assert 'data-counter="stalled">1 stalled<' in page
     entry = status["documents"][str(document_id)]
-    assert entry["stalled"] is True and entry["status_label"] == "Stalled"
-    assert "Stalled" in status["documents_html"] and "1 stalled" in status["counters_html"]
+    assert entry["stalled"] is True
+    assert entry["status_label"] == "Stalled"
+    assert "Stalled" in status["documents_html"]
+    assert "1 stalled" in status["counters_html"]
 
     client.post(reverse("console:retry", args=[document_id]))
     document = Document.objects.get(pk=document_id)
-    assert document.status == "queued" and document.unfinished_runs == 0
+    assert document.status == "queued"
+    assert document.unfinished_runs == 0
 
 
 def test_a_document_processing_past_the_time_limit_is_stalled(staff, settings):
@@ -327,5 +344,6 @@ def test_a_document_processing_past_the_time_limit_is_stalled(staff, settings):
 
     page = client.get("/console/").content.decode()
 
-    assert "Stalled" in row(page, document_id) and "Retry" in row(page, document_id)
+    assert "Stalled" in row(page, document_id)
+    assert "Retry" in row(page, document_id)
     assert "10-minute limit" in row(page, document_id)

@@ -34,7 +34,8 @@ def test_every_format_becomes_ready_chunks_with_the_fact(kind, files, collection
     assert document.status == Document.Status.READY, document.error
     assert document.content_type == CONTENT_TYPES[kind]
     chunks = list(document.chunks.order_by("ordinal"))
-    assert chunks and document.chunk_count == len(chunks)
+    assert chunks
+    assert document.chunk_count == len(chunks)
     assert any("4.2 million euros" in chunk.text for chunk in chunks)
     assert all(chunk.embedding is not None and len(chunk.embedding) == 384 for chunk in chunks)
 

@@ -29,7 +29,8 @@ def test_same_bytes_in_a_collection_are_stored_once(tmp_path, collection):
     copy.write_bytes(path.read_bytes())
     second = services.register_path(collection, copy, enqueue=False)
 
-    assert first.created and not second.created
+    assert first.created
+    assert not second.created
     assert second.document.pk == first.document.pk
     assert Document.objects.count() == 1
 
@@ -83,8 +84,10 @@ def test_a_bad_file_fails_alone_with_its_reason(tmp_path, collection):
     results = {r.document_id: r for r in map(pipeline.ingest, ids)}
 
     assert results[ids[1]].status == "ready"
-    assert results[ids[0]].status == "failed" and "damaged" in results[ids[0]].error
-    assert results[ids[2]].status == "failed" and "No extractable text" in results[ids[2]].error
+    assert results[ids[0]].status == "failed"
+    assert "damaged" in results[ids[0]].error
+    assert results[ids[2]].status == "failed"
+    assert "No extractable text" in results[ids[2]].error
     assert Document.objects.get(pk=ids[0]).error == results[ids[0]].error
     assert not Chunk.objects.filter(document_id__in=[ids[0], ids[2]]).exists()
 

@@ -59,7 +59,8 @@ def test_a_failing_embedding_model_ends_the_document_failed(tmp_path, collection
     assert result.status == "failed" == document.status
     assert document.error.startswith("Unexpected error (EmbeddingModelError)")
     assert "no-such-model" in document.error
-    assert document.unfinished_runs == 0 and document.claimed_by == ""
+    assert document.unfinished_runs == 0
+    assert document.claimed_by == ""
 
 
 @pytest.mark.parametrize(
@@ -146,4 +147,5 @@ def test_the_failure_callback_leaves_a_finished_document_alone(tmp_path, collect
     ingest_document.on_failure(RuntimeError("late"), "task-id", (document.pk,), {}, None)
 
     document.refresh_from_db()
-    assert document.status == "ready" and document.error == ""
+    assert document.status == "ready"
+    assert document.error == ""

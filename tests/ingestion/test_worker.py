@@ -38,7 +38,8 @@ def test_worker_ingests_uploads_and_a_bad_file_fails_alone(tmp_path, worker):
     ids = [register(collection, p) for p in (good_md, bad, good_html)]
     documents = {d.pk: d for d in worker.wait_for(ids)}
 
-    assert documents[ids[0]].status == "ready" and documents[ids[0]].chunk_count > 0
+    assert documents[ids[0]].status == "ready"
+    assert documents[ids[0]].chunk_count > 0
     assert documents[ids[2]].status == "ready"
     assert documents[ids[1]].status == "failed"
     assert "damaged" in documents[ids[1]].error

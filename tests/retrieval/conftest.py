@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 
 from ingestion.models import Collection, Document
-from tests.fakes.openai_server import FakeOpenAIServer, fake_llm  # noqa: F401
+from tests.fakes.openai_server import FakeOpenAIServer, fake_llm
 
 DEV_CORPUS = Path(settings.BASE_DIR).parent / "shared" / "eval" / "dev" / "corpus"
 DEV_PAGES = ("copy.html", "bisect.html", "collections.html", "contextvars.html")

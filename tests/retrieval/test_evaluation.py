@@ -92,9 +92,11 @@ def test_question_files_name_the_answering_page_or_null(tmp_path):
 
     first, second = load_questions(path)
 
-    assert first.relevant == {"a.html", "b.html"} and first.answerable
+    assert first.relevant == {"a.html", "b.html"}
+    assert first.answerable
     assert first.answer_contains == ("here",)
-    assert second.relevant == frozenset() and not second.answerable
+    assert second.relevant == frozenset()
+    assert not second.answerable
 
 
 def test_a_malformed_question_line_is_reported_with_its_line_number(tmp_path):
@@ -159,9 +161,11 @@ def test_rag_eval_reports_each_mode_and_reuses_the_loaded_corpus(small_eval_set)
         assert first["metrics"][mode]["hit_at_1"] == 1.0
         assert first["metrics"][mode]["mrr_at_10"] == 1.0
     similarity = first["top1_similarity"]
-    assert similarity["unanswerable"]["count"] == 1 and similarity["answerable"]["count"] == 2
+    assert similarity["unanswerable"]["count"] == 1
+    assert similarity["answerable"]["count"] == 2
     assert similarity["unanswerable"]["max"] < similarity["answerable"]["min"]
-    assert first["corpus"]["ingested"] == 3 and first["corpus"]["documents"] == 3
+    assert first["corpus"]["ingested"] == 3
+    assert first["corpus"]["documents"] == 3
     assert second["corpus"]["ingested"] == 0  # same bytes already there: nothing re-ingested
     assert second["metrics"] == first["metrics"]
     scratch = Collection.objects.get(name=first["corpus"]["collection"])
@@ -229,7 +233,8 @@ def test_answer_figures_are_counted_over_the_right_questions():
     assert m.citation_contains == pytest.approx(2 / 3)
     assert m.cited_right_document == pytest.approx(2 / 3)
     assert m.citation_precision == pytest.approx((1 / 2 + 1) / 2)  # over a and c only
-    assert m.latency_p50_s == 1.0 and m.latency_p95_s == 5.0
+    assert m.latency_p50_s == 1.0
+    assert m.latency_p95_s == 5.0
 
 
 @pytest.mark.django_db
@@ -242,14 +247,19 @@ def test_rag_eval_answers_runs_the_answer_path_and_stores_the_run(small_eval_set
     assert report["generator"] == "extractive"
     answers = report["answers"]
     assert (answers["answerable"], answers["unanswerable"]) == (2, 1)
-    assert answers["answered"] == 1.0 and answers["declined"] == 1.0
-    assert answers["text_contains"] == 1.0 and answers["citation_precision"] == 1.0
+    assert answers["answered"] == 1.0
+    assert answers["declined"] == 1.0
+    assert answers["text_contains"] == 1.0
+    assert answers["citation_precision"] == 1.0
     by_id = {q["id"]: q for q in report["answer_questions"]}
-    assert "two minutes" in by_id["t1"]["answer"] and by_id["t1"]["cited"] == ["tea.md"]
-    assert by_id["t3"]["outcome"] == "no_answer" and by_id["t3"]["cited"] == []
+    assert "two minutes" in by_id["t1"]["answer"]
+    assert by_id["t1"]["cited"] == ["tea.md"]
+    assert by_id["t3"]["outcome"] == "no_answer"
+    assert by_id["t3"]["cited"] == []
     assert report["distinct_metrics"]["hybrid"]["hit_at_1"] == 1.0
     run = EvalRun.objects.get()
-    assert run.generator == "extractive" and run.question_count == 3
+    assert run.generator == "extractive"
+    assert run.question_count == 3
     assert run.figures["answers"]["text_contains"] == 1.0
     assert run.misses == []
     # The evaluation account's conversations are not left behind.
@@ -277,7 +287,9 @@ def test_the_quality_page_charts_runs_for_admins_only(client, admin_user, user):
     page = client.get("/console/quality/").content.decode()
 
     assert page.count("<polyline") == 1  # only the figure both runs have is charted
-    assert "0.75" in page and "0.50" in page
+    assert "0.75" in page
+    assert "0.50" in page
     run = EvalRun.objects.first()
     detail = client.get(f"/console/quality/{run.pk}/").content.decode()
-    assert "q9" in detail and "Where is &lt;b&gt;it&lt;/b&gt;?" in detail
+    assert "q9" in detail
+    assert "Where is &lt;b&gt;it&lt;/b&gt;?" in detail

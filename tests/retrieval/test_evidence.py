@@ -40,12 +40,17 @@ def config_docs(db, tmp_path, ingest_file, user):
 
 
 def test_specific_words_are_names_and_rare_words_not_plain_english(db):
-    assert evidence.is_specific("YAML") and evidence.is_specific("DataFrame")
-    assert evidence.is_specific("pydantic") and evidence.is_specific("safe_load")
-    assert not evidence.is_specific("file") and not evidence.is_specific("configuration")
-    assert not evidence.is_specific("in") and not evidence.is_specific("2024")
+    assert evidence.is_specific("YAML")
+    assert evidence.is_specific("DataFrame")
+    assert evidence.is_specific("pydantic")
+    assert evidence.is_specific("safe_load")
+    assert not evidence.is_specific("file")
+    assert not evidence.is_specific("configuration")
+    assert not evidence.is_specific("in")
+    assert not evidence.is_specific("2024")
     # Everyday words that a paraphrase may use although the documents do not.
-    assert not evidence.is_specific("accented") and not evidence.is_specific("prerequisites")
+    assert not evidence.is_specific("accented")
+    assert not evidence.is_specific("prerequisites")
     assert evidence.specific_words("a string like -rwxr-xr-x from aiohttp") == ["aiohttp"]
     # Markup pasted into a question is not what it asks about.
     assert evidence.specific_words("Why? <img src=x onerror=alert(2)>") == []
@@ -72,7 +77,8 @@ def test_the_extractive_answerer_declines_a_question_about_an_absent_subject(
     answered = answer(user, "How do I load a JSON configuration file into a dict?")
 
     assert declined.outcome == Message.Outcome.NO_ANSWER
-    assert "“YAML”" in declined.text and "Secret" not in declined.text
+    assert "“YAML”" in declined.text
+    assert "Secret" not in declined.text
     assert not Citation.objects.filter(message_id=declined.message_id).exists()
     assert answered.outcome == Message.Outcome.ANSWERED
     assert "json.load" in answered.text

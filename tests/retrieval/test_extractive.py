@@ -47,8 +47,10 @@ def test_the_answer_is_one_excerpt_of_one_passage_with_its_marker():
         )
     )
 
-    assert text.count("[") == 1 and text.endswith("[2]")
-    assert "memoizing callable" in text and "Parking" not in text
+    assert text.count("[") == 1
+    assert text.endswith("[2]")
+    assert "memoizing callable" in text
+    assert "Parking" not in text
 
 
 def test_a_sentence_that_points_back_takes_the_one_it_points_to():

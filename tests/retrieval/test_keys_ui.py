@@ -78,7 +78,8 @@ def test_a_new_key_is_shown_once_with_usage_and_only_its_hash_is_stored(user):
     # Never again: not on the page, not in the session (no flash message), not in the audit log.
     later = client.get(KEYS).content.decode()
     assert plaintext not in later
-    assert f"{key.prefix}…" in later and "wiki bot" in later
+    assert f"{key.prefix}…" in later
+    assert "wiki bot" in later
     assert SHOWN_KEY.search(later) is None
     assert plaintext not in json.dumps(dict(client.session.items()), default=str)
     assert not any(plaintext in json.dumps(e.detail) for e in AuditEvent.objects.all())
@@ -100,10 +101,14 @@ def test_the_list_shows_revoked_and_active_keys_with_last_use(user):
 
     html = signed_in(user).get(KEYS).content.decode()
     old_row = re.search(rf'data-key-id="{old.pk}".*?</tr>', html, re.S).group(0)
-    assert "Revoked" in old_row and "Revoke…" not in old_row
+    assert "Revoked" in old_row
+    assert "Revoke…" not in old_row
     new_row = re.search(r'data-key-id="\d+"[^>]*>\s*<td[^>]*>report job.*?</tr>', html, re.S)
-    assert new_row and "Active" in new_row.group(0) and "Never" not in new_row.group(0)
-    assert old_plaintext not in html and plaintext not in html
+    assert new_row
+    assert "Active" in new_row.group(0)
+    assert "Never" not in new_row.group(0)
+    assert old_plaintext not in html
+    assert plaintext not in html
 
 
 def test_revoking_a_key_stops_it_at_once(user):
@@ -112,7 +117,8 @@ def test_revoking_a_key_stops_it_at_once(user):
 
     response = client.post(reverse("web:revoke_key", args=[key.pk]))
 
-    assert response.status_code == 302 and response["Location"] == KEYS
+    assert response.status_code == 302
+    assert response["Location"] == KEYS
     key.refresh_from_db()
     assert key.revoked_at is not None
     assert apikeys.authenticate_key(plaintext) is None
@@ -156,17 +162,21 @@ def test_a_key_admin_creates_lists_and_revokes_a_users_keys(key_admin, user):
     url = f"{KEYS}?user={user.pk}"
 
     page = client.get(url).content.decode()
-    assert "API keys of staff" in page and 'data-state="other-user"' in page
-    assert "their bot" in page and "admin&#x27;s own" not in page
+    assert "API keys of staff" in page
+    assert 'data-state="other-user"' in page
+    assert "their bot" in page
+    assert "admin&#x27;s own" not in page
     assert f'action="{KEYS}?user={user.pk}"' in page  # creating stays on their page
 
     _, plaintext = create(client, "made for staff", url)
     made = ApiKey.objects.get(name="made for staff")
-    assert made.user == user and apikeys.authenticate_key(plaintext) == user
+    assert made.user == user
+    assert apikeys.authenticate_key(plaintext) == user
     created = AuditEvent.objects.get(
         action=AuditEvent.Action.API_KEY_CREATED, detail__key_id=made.pk
     )
-    assert created.user == key_admin and created.detail["owner"] == "staff"
+    assert created.user == key_admin
+    assert created.detail["owner"] == "staff"
 
     response = client.post(reverse("web:revoke_key", args=[theirs.pk]))
     assert response["Location"] == url
@@ -206,7 +216,8 @@ def test_creating_and_revoking_need_the_csrf_token(user):
         r'name="csrfmiddlewaretoken" value="([^"]+)"', client.get(KEYS).content.decode()
     )
     response = client.post(KEYS, {"name": "real", "csrfmiddlewaretoken": token.group(1)})
-    assert response.status_code == 200 and SHOWN_KEY.search(response.content.decode())
+    assert response.status_code == 200
+    assert SHOWN_KEY.search(response.content.decode())
 
 
 def test_revoking_is_post_only(user):

@@ -94,7 +94,8 @@ def test_a_connection_dropped_mid_answer_fails_after_the_pieces_already_sent(fak
     fake_llm.failure = "close_mid_stream"
     received = []
 
-    with pytest.raises(llm.ModelUnavailable):
+    # The loop is the one action under test: the pieces before the break must be kept.
+    with pytest.raises(llm.ModelUnavailable):  # noqa: PT012
         for piece in llm.get_generator().stream(MESSAGES, []):
             received.append(piece)
 

@@ -48,9 +48,11 @@ def test_the_model_rewrites_a_follow_up_from_the_conversation(dev_corpus, user, 
 
     [job] = jobs(scripted, query_expansion.REWRITE_SYSTEM)
     shown = job.messages[1]["content"]
-    assert f"User: {DEEP_COPY}" in shown and "Assistant: Answer [1]." in shown
+    assert f"User: {DEEP_COPY}" in shown
+    assert "Assistant: Answer [1]." in shown
     assert shown.rstrip().endswith(f"Last question: {FOLLOW_UP}\n\nStandalone query:")
-    assert job.body["stream"] is False and job.body["max_tokens"] == 64
+    assert job.body["stream"] is False
+    assert job.body["max_tokens"] == 64
     assert Message.objects.get(pk=second.message_id).search_query == STANDALONE
     assert second.outcome == Message.Outcome.ANSWERED
 

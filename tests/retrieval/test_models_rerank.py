@@ -76,7 +76,8 @@ def test_the_server_reorders_the_fused_candidates(
     assert set(request.body) == fields
     assert request.body["query"] == QUESTION
     texts = request.body.get("documents") or request.body["texts"]
-    assert len(texts) == len(fused) and any("Aurora satellite" in t for t in texts)
+    assert len(texts) == len(fused)
+    assert any("Aurora satellite" in t for t in texts)
 
 
 def test_auto_detection_tries_the_other_format_and_remembers_the_one_that_worked(
@@ -91,7 +92,8 @@ def test_auto_detection_tries_the_other_format_and_remembers_the_one_that_worked
     first = search_collections(pages, QUESTION)
     second = search_collections(pages, QUESTION)
 
-    assert "FAVOURED" in first[0].text and "FAVOURED" in second[0].text
+    assert "FAVOURED" in first[0].text
+    assert "FAVOURED" in second[0].text
     bodies = [sorted(r.body) for r in fake_reranker.requests]
     assert bodies == [
         ["query", "texts", "truncate"],  # the guess, refused with 422

@@ -58,7 +58,8 @@ def test_delimiter_look_alikes_in_a_document_cannot_close_the_passage_block():
     assert content.count("</passage>") == 2
     assert content.count("</passages>") == 1
     assert content.count("<passages>") == 1
-    assert "<|im_start|>" not in content and "<|im_end|>" not in content
+    assert "<|im_start|>" not in content
+    assert "<|im_end|>" not in content
     assert "<system>" not in content
     # The words themselves are still quoted (as data), inside the block.
     block = content[content.index("<passages>") : content.index("</passages>")]

@@ -81,11 +81,14 @@ def test_the_answer_path_shows_and_stores_only_the_answer(dev_corpus, user, thin
     result = answer(user, DEEP_COPY)
 
     kinds = [e.kind for e in events]
-    assert kinds[0] == "meta" and kinds[1] == "thinking"  # the reader is told before the answer
-    assert kinds.count("thinking") == 1 and "thinking" not in kinds[kinds.index("token") :]
+    assert kinds[0] == "meta"
+    assert kinds[1] == "thinking"
+    assert kinds.count("thinking") == 1
+    assert "thinking" not in kinds[kinds.index("token") :]
     streamed = "".join(e.text for e in events if e.kind == "token")
     assert streamed == ANSWER
-    assert result.text == ANSWER and result.outcome == Message.Outcome.ANSWERED
+    assert result.text == ANSWER
+    assert result.outcome == Message.Outcome.ANSWERED
     assert [c.number for c in result.citations] == [1]  # the [3] in the thinking is no citation
     stored = Message.objects.get(pk=result.message_id)
     assert stored.content == ANSWER
@@ -133,7 +136,8 @@ def test_the_web_stream_never_carries_the_thinking(dev_corpus, user, thinking_ll
     )
     body = b"".join(response.streaming_content).decode()
 
-    assert "SECRET-THOUGHT" not in body and "think>" not in body
+    assert "SECRET-THOUGHT" not in body
+    assert "think>" not in body
     tokens = [
         json.loads(block.split("data: ", 1)[1])["text"]
         for block in body.split("\n\n")
@@ -149,7 +153,8 @@ def test_the_chat_page_shows_a_thinking_state_until_the_first_words(user):
     page = client.get(reverse("web:chat")).content.decode()
 
     template = page.split('id="tpl-answer"', 1)[1].split("</template>", 1)[0]
-    assert "data-thinking" in template and "Thinking…" in template
+    assert "data-thinking" in template
+    assert "Thinking…" in template
 
 
 def test_a_model_whose_template_opens_the_thinking_shows_only_what_follows_think(

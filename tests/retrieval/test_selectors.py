@@ -56,8 +56,10 @@ def test_citations_show_while_the_document_is_readable(restricted_answer, reader
 
     [question, reply] = messages_with_citations(reader, conversation)
 
-    assert question.role == "user" and reply.role == "assistant"
-    assert reply.citations and reply.citations[0].snippet.startswith("Badge renewals")
+    assert question.role == "user"
+    assert reply.role == "assistant"
+    assert reply.citations
+    assert reply.citations[0].snippet.startswith("Badge renewals")
     citation = Citation.objects.get(message_id=reply.id, number=reply.citations[0].number)
     assert visible_citation(reader, citation).document_title == "Badges"
     assert visible_citation(reader, citation.pk) == visible_citation(reader, citation)

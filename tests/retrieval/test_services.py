@@ -22,7 +22,8 @@ def conversation(user, collection) -> Conversation:
 
 def test_a_new_conversation_is_titled_from_the_question(user, collection):
     long = services.create_conversation(user, "word " * 50)
-    assert len(long.title) <= services.TITLE_CHARS + 1 and long.title.endswith("…")
+    assert len(long.title) <= services.TITLE_CHARS + 1
+    assert long.title.endswith("…")
     short = services.create_conversation(user, "  How do\nrefunds work?  ", collection.pk)
     assert short.title == "How do refunds work?"
     assert short.collection_id == collection.pk
@@ -37,7 +38,7 @@ def test_rename_and_delete_are_for_the_owner_only(conversation, user, other):
     services.rename_conversation(user, conversation, "  Refunds  ")
     conversation.refresh_from_db()
     assert conversation.title == "Refunds"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cannot be empty"):
         services.rename_conversation(user, conversation, "   ")
 
     services.delete_conversation(user, conversation)
@@ -54,7 +55,7 @@ def test_feedback_on_answers(conversation, user, other):
 
     with pytest.raises(PermissionDenied):
         services.set_feedback(other, reply, 1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="-1, 0 or 1"):
         services.set_feedback(user, reply, 5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="answers only"):
         services.set_feedback(user, question, 1)
