@@ -16,9 +16,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 
+from core.audit import Via
 from ingestion import permissions, services
 from ingestion.models import Chunk, Collection, Document
-from retrieval import audit
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -95,21 +95,10 @@ class CollectionAdmin(ActionPermissionMixin, admin.ModelAdmin):
             self._delete(request, collection)
 
     def _delete(self, request: HttpRequest, collection: Collection) -> None:
-        """Each document through the service (its file, and what answers quoted of it, go too),
-        then the collection; one audit row names them all."""
-        document_ids = []
-        for document in collection.documents.all():
-            document_ids.append(document.pk)
-            services.delete_document(document)
-        audit.record(
-            "delete",
-            user=request.user,
-            via="admin",
-            document_ids=document_ids,
-            detail={"collection_id": collection.pk, "collection": collection.name},
-            request=request,
+        """Through the service: each document's file, and what answers quoted of it, go too."""
+        services.delete_collection(
+            collection, acting_user=request.user, via=Via.ADMIN, request=request
         )
-        collection.delete()
 
     @admin.display(description="Documents")
     def document_count(self, obj: Collection) -> int:
@@ -119,14 +108,8 @@ class CollectionAdmin(ActionPermissionMixin, admin.ModelAdmin):
     def reindex(self, request: HttpRequest, queryset: QuerySet[Collection]) -> None:
         count = 0
         for collection in queryset:
-            queued = services.reindex_collection(collection)
-            count += queued
-            audit.record(
-                "reingest",
-                user=request.user,
-                via="admin",
-                detail={"collection_id": collection.pk, "documents": queued},
-                request=request,
+            count += services.reindex_collection(
+                collection, acting_user=request.user, via=Via.ADMIN, request=request
             )
         self.message_user(request, f"Queued {count} documents for re-indexing.")
 
@@ -205,31 +188,12 @@ class DocumentAdmin(ActionPermissionMixin, admin.ModelAdmin):
         self._delete(request, obj)
 
     def _delete(self, request: HttpRequest, document: Document) -> None:
-        name, collection_id, document_id = (
-            document.original_name,
-            document.collection_id,
-            document.pk,
-        )
-        services.delete_document(document)
-        audit.record(
-            "delete",
-            user=request.user,
-            via="admin",
-            document_ids=[document_id],
-            detail={"name": name, "collection_id": collection_id},
-            request=request,
-        )
+        services.delete_document(document, acting_user=request.user, via=Via.ADMIN, request=request)
 
     @admin.action(description="Retry (re-ingest) the selected documents")
     def retry(self, request: HttpRequest, queryset: QuerySet[Document]) -> None:
-        documents = list(queryset)
-        count = services.reingest(documents)
-        audit.record(
-            "reingest",
-            user=request.user,
-            via="admin",
-            document_ids=[document.pk for document in documents],
-            request=request,
+        count = services.reingest(
+            list(queryset), acting_user=request.user, via=Via.ADMIN, request=request
         )
         self.message_user(request, f"Queued {count} documents.")
 
@@ -259,31 +223,16 @@ class DocumentAdmin(ActionPermissionMixin, admin.ModelAdmin):
         form = UploadForm(request.POST or None, request.FILES or None, user=request.user)
         if request.method == "POST" and form.is_valid():
             collection = form.cleaned_data["collection"]
-            for uploaded in form.cleaned_data["files"]:
-                try:
-                    result = services.register_upload(
-                        collection, uploaded, uploaded.name, request.user, size_hint=uploaded.size
-                    )
-                except services.UploadRejected as exc:
-                    messages.error(request, f"Rejected: {exc}")
-                    continue
-                audit.record(
-                    "upload",
-                    user=request.user,
-                    via="admin",
-                    document_ids=[result.document.pk],
-                    detail={
-                        "name": result.document.original_name,
-                        "collection_id": collection.pk,
-                        "duplicate": not result.created,
-                    },
-                    request=request,
-                )
-                if result.created:
-                    messages.success(request, f"Queued: {uploaded.name}")
+            for outcome in services.register_uploads(
+                collection, form.cleaned_data["files"], request.user, via=Via.ADMIN, request=request
+            ):
+                if outcome.rejected is not None:
+                    messages.error(request, f"Rejected: {outcome.rejected}")
+                elif outcome.result is not None and outcome.result.created:
+                    messages.success(request, f"Queued: {outcome.filename}")
                 else:
                     messages.warning(
-                        request, f"{uploaded.name}: already in {collection} (same content)."
+                        request, f"{outcome.filename}: already in {collection} (same content)."
                     )
             return redirect(reverse("admin:ingestion_document_changelist"))
         context = {

@@ -14,6 +14,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api_errors import EmptyUpload, UnsupportedFileType, UploadTooLarge
+from core.audit import Via
 from ingestion import permissions, services
 from ingestion.models import Collection, Document
 from ingestion.serializers import (
@@ -24,9 +26,6 @@ from ingestion.serializers import (
     DocumentUploadSerializer,
     UploadResultSerializer,
 )
-from ragsite.api_errors import EmptyUpload, UnsupportedFileType, UploadTooLarge
-from retrieval import audit
-from retrieval.models import AuditEvent
 
 _REJECTIONS = {"too_large": UploadTooLarge, "unsupported_type": UnsupportedFileType}
 
@@ -71,8 +70,8 @@ class CollectionListView(generics.ListCreateAPIView):
             incoming.validated_data["name"],
             description=incoming.validated_data.get("description", ""),
             visibility=incoming.validated_data.get("visibility", Collection.Visibility.RESTRICTED),
-            via="api",
-            request=request,
+            via=Via.API,
+            request=request._request,
         )
         collection = _readable_collections(request.user).get(pk=collection.pk)
         return Response(self.get_serializer(collection).data, status=status.HTTP_201_CREATED)
@@ -141,37 +140,29 @@ class DocumentListView(generics.ListAPIView):
         if not permissions.can_manage_collection(request.user, collection):
             raise exceptions.PermissionDenied("You may not upload to this collection.")
         uploaded, rejected = [], []
-        for upload in incoming.validated_data["files"]:
-            try:
-                result = services.register_upload(
-                    collection, upload, upload.name, request.user, size_hint=upload.size
-                )
-            except services.UploadRejected as refusal:
+        for outcome in services.register_uploads(
+            collection,
+            incoming.validated_data["files"],
+            request.user,
+            via=Via.API,
+            request=request._request,
+        ):
+            if outcome.rejected is not None:
                 rejected.append(
                     {
-                        "filename": services.clean_filename(upload.name),
-                        "code": refusal.code,
-                        "message": str(refusal),
+                        "filename": services.clean_filename(outcome.filename),
+                        "code": outcome.rejected.code,
+                        "message": str(outcome.rejected),
                     }
                 )
-                continue
-            result.document.created = result.created
-            uploaded.append(result.document)
+            elif outcome.result is not None:
+                outcome.result.document.created = outcome.result.created
+                uploaded.append(outcome.result.document)
         if not uploaded:
             first = rejected[0]
             error = _REJECTIONS.get(first["code"], EmptyUpload)(first["message"])
             error.fields = {f"files.{i}": [r["message"]] for i, r in enumerate(rejected)}
             raise error
-        created_ids = [d.pk for d in uploaded if d.created]
-        if created_ids:
-            audit.record(
-                AuditEvent.Action.UPLOAD,
-                user=request.user,
-                via="api",
-                document_ids=created_ids,
-                detail={"collection_id": collection.pk},
-                request=request._request,
-            )
         body = UploadResultSerializer({"documents": uploaded, "rejected": rejected}).data
         return Response(body, status=status.HTTP_201_CREATED)
 
@@ -188,15 +179,8 @@ class DocumentDetailView(generics.RetrieveDestroyAPIView):
     def perform_destroy(self, document: Document) -> None:
         if not permissions.can_manage_collection(self.request.user, document.collection):
             raise exceptions.PermissionDenied("You may not delete from this collection.")
-        document_id = document.pk
-        services.delete_document(document)
-        audit.record(
-            AuditEvent.Action.DELETE,
-            user=self.request.user,
-            via="api",
-            document_ids=[document_id],
-            detail={"collection_id": document.collection_id},
-            request=self.request._request,
+        services.delete_document(
+            document, acting_user=self.request.user, via=Via.API, request=self.request._request
         )
 
 
@@ -216,13 +200,8 @@ class DocumentRetryView(APIView):
             raise exceptions.NotFound("No such document.")
         if not permissions.can_manage_collection(request.user, document.collection):
             raise exceptions.PermissionDenied("You may not re-ingest documents of this collection.")
-        services.reingest([document])
-        audit.record(
-            AuditEvent.Action.REINGEST,
-            user=request.user,
-            via="api",
-            document_ids=[document.pk],
-            request=request._request,
+        services.reingest(
+            [document], acting_user=request.user, via=Via.API, request=request._request
         )
         document.refresh_from_db()
         return Response(DocumentSerializer(document).data, status=status.HTTP_202_ACCEPTED)

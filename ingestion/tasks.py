@@ -1,4 +1,6 @@
-"""Celery tasks: thin wrappers that call the pipeline and services.
+"""Celery tasks: thin wrappers that call the pipeline. services queues them; they never call
+services back (what a starting worker requeues is services.requeue_abandoned_documents,
+connected to Celery's worker_ready in IngestionConfig).
 
 Every way a task can end leaves its document `ready` or `failed` with a reason: the pipeline
 fails what it can explain, and `IngestTask.on_failure` ends the rest (retries spent, the hard
@@ -8,11 +10,9 @@ time limit, a crash in the task itself), as paperless-ngx's consumer does.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
-from celery.signals import worker_ready
 from celery.utils.time import get_exponential_backoff_interval
 
 from ingestion import pipeline
@@ -63,24 +63,3 @@ def ingest_document(self, document_id: int) -> str:
         # `exc` and on_failure ends the document.
         countdown = get_exponential_backoff_interval(5, self.request.retries, 300, full_jitter=True)
         raise self.retry(exc=exc, countdown=countdown) from exc
-
-
-@worker_ready.connect
-def requeue_abandoned_documents(sender=None, **kwargs) -> None:
-    """When a worker starts, queue again the documents a dead worker left behind.
-
-    kombu's filesystem transport forgets a message once read, and Redis redelivers one only after
-    its visibility timeout, so documents claimed by a process of this machine that no longer
-    exists are requeued at once (a redelivered duplicate finds the document ready and stops).
-    Anything processing for longer than the task time limit is abandoned, wherever it ran. A
-    document that already stopped the worker RAG_MAX_ATTEMPTS times fails instead.
-    """
-    from django.conf import settings
-
-    from ingestion import services
-
-    requeued = services.requeue_stuck(
-        timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT), include_queued=False
-    )
-    if requeued:
-        logger.warning("requeued %d documents left processing by a stopped worker", len(requeued))

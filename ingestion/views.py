@@ -20,13 +20,11 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from core.audit import Via
 from ingestion import pipeline, services
 from ingestion.forms import CollectionForm
 from ingestion.models import Collection, Document
 from ingestion.permissions import can_create_collections, managed_collections
-from retrieval import audit
-from retrieval.models import Citation
-from retrieval.views import frame_context
 
 DOCUMENT_ROWS = 500  # the console lists the newest documents of a collection; the admin has all
 
@@ -124,7 +122,6 @@ def _render_home(request: HttpRequest, form: CollectionForm, status: int = 200) 
     if current is None and collections:
         current = collections[0]
     context = {
-        **frame_context(request, "console"),
         "collections": collections,
         "current": current,
         "documents": _documents(current),
@@ -150,7 +147,7 @@ def create_collection(request: HttpRequest) -> HttpResponse:
         description=form.cleaned_data["description"],
         visibility=form.cleaned_data["visibility"],
         reader_groups=form.cleaned_data["reader_groups"],
-        via="web",
+        via=Via.WEB,
         request=request,
     )
     flash.success(request, f"Collection “{collection.name}” created. Add documents below.")
@@ -189,27 +186,15 @@ def upload(request: HttpRequest, pk: int) -> HttpResponse:
     if not files:
         return JsonResponse({"error": "No file was sent.", "code": "empty"}, status=400)
     results = []
-    for uploaded in files:
-        try:
-            result = services.register_upload(
-                collection, uploaded, uploaded.name, request.user, size_hint=uploaded.size
-            )
-        except services.UploadRejected as exc:
-            results.append({"name": uploaded.name, "error": str(exc), "code": exc.code})
-            continue
-        audit.record(
-            "upload",
-            user=request.user,
-            via="web",
-            document_ids=[result.document.pk],
-            detail={
-                "name": result.document.original_name,
-                "collection_id": collection.pk,
-                "duplicate": not result.created,
-            },
-            request=request,
-        )
-        results.append({"created": result.created, "document": _document_json(result.document)})
+    for outcome in services.register_uploads(
+        collection, files, request.user, via=Via.WEB, request=request
+    ):
+        if outcome.rejected is not None:
+            error = outcome.rejected
+            results.append({"name": outcome.filename, "error": str(error), "code": error.code})
+        elif outcome.result is not None:
+            result = outcome.result
+            results.append({"created": result.created, "document": _document_json(result.document)})
     if "application/json" in request.headers.get("Accept", ""):
         if len(results) == 1:
             return JsonResponse(results[0], status=400 if "error" in results[0] else 201)
@@ -262,10 +247,7 @@ def status(request: HttpRequest) -> JsonResponse:
 @require_POST
 def retry(request: HttpRequest, pk: int) -> HttpResponse:
     document = _managed_document_or_404(request, pk)
-    services.reingest([document])
-    audit.record(
-        "reingest", user=request.user, via="web", document_ids=[document.pk], request=request
-    )
+    services.reingest([document], acting_user=request.user, via=Via.WEB, request=request)
     flash.success(request, f"{document.original_name} queued again.")
     return redirect(_console_url(document.collection))
 
@@ -274,13 +256,8 @@ def retry(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def reindex(request: HttpRequest, pk: int) -> HttpResponse:
     collection = _managed_or_404(request, pk)
-    count = services.reindex_collection(collection)
-    audit.record(
-        "reingest",
-        user=request.user,
-        via="web",
-        detail={"collection_id": collection.pk, "documents": count},
-        request=request,
+    count = services.reindex_collection(
+        collection, acting_user=request.user, via=Via.WEB, request=request
     )
     flash.success(request, f"Queued {count} document{'s' if count != 1 else ''} for re-indexing.")
     return redirect(_console_url(collection))
@@ -292,25 +269,14 @@ def delete(request: HttpRequest, pk: int) -> HttpResponse:
     """GET: say what deleting removes; POST: remove it."""
     document = _managed_document_or_404(request, pk)
     if request.method == "POST":
-        name, collection, document_id = document.original_name, document.collection, document.pk
-        services.delete_document(document)
-        audit.record(
-            "delete",
-            user=request.user,
-            via="web",
-            document_ids=[document_id],
-            detail={"name": name, "collection_id": collection.pk},
-            request=request,
-        )
+        name, collection = document.original_name, document.collection
+        services.delete_document(document, acting_user=request.user, via=Via.WEB, request=request)
         flash.success(request, f"{name} deleted.")
         return redirect(_console_url(collection))
     context = {
-        **frame_context(request, "console"),
         "document": document,
-        "citing_answers": Citation.objects.filter(document=document)
-        .values("message_id")
-        .distinct()
-        .count(),
+        # Answers quoting it are redacted on deletion (retrieval's document_deleted receiver).
+        "citing_answers": document.citations.values("message_id").distinct().count(),
         "back_url": _console_url(document.collection),
     }
     return render(request, "console/delete.html", context)

@@ -1,4 +1,4 @@
-"""The Content-Security-Policy header on every HTML page (the templates carry it as a meta tag too).
+"""The Content-Security-Policy header on every HTML page: the one place the policy is written.
 
 Only our own files may run or style a page; the API docs page alone also allows inline code.
 """

@@ -92,6 +92,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI / Redoc served from our own static files, no CDN
+    "core",
     "ingestion",
     "retrieval",
     "axes",  # login rate limiting (see AXES_* below)
@@ -124,6 +125,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "ingestion.context_processors.frame",  # the top bar of every page
             ],
         },
     },

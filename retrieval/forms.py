@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from django import forms
 
-MAX_QUESTION_CHARS = 4000
+from retrieval.limits import MAX_QUESTION_CHARS
 
 
 class AskForm(forms.Form):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from retrieval.citations import CITATION_MARKER
 from retrieval.search import Passage
 
 SYSTEM_PROMPT = """\
@@ -48,7 +49,7 @@ QUESTION_LABEL = "Question:"
 # between the two `\s*` is tried. The second run of blanks may only follow the slash.
 _LOOKALIKE = re.compile(r"<\s*(?:/\s*)?(passages?|question|system|instructions?)\b", re.IGNORECASE)
 _SPECIAL_TOKEN = re.compile(r"<\|")
-_MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+_MARKER = CITATION_MARKER  # until retrieval.answering uses the public name
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def strip_markers(text: str) -> str:
     """
     pieces: list[str] = []
     end = 0
-    for match in _MARKER.finditer(text):
+    for match in CITATION_MARKER.finditer(text):
         pieces.append(text[end : match.start()].rstrip(" \t"))
         end = match.end()
     pieces.append(text[end:])

@@ -92,7 +92,6 @@ def quality(request: HttpRequest) -> HttpResponse:
         request,
         "console/quality.html",
         {
-            "nav": "console",
             "rows": rows,
             "columns": [(label, column) for *_, label, column in CHARTED],
             "charts": [chart(series, key, path, label) for key, path, label, _ in CHARTED],
@@ -112,5 +111,5 @@ def quality_run(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "console/quality_run.html",
-        {"nav": "console", "run": run, "misses": run.misses, "figures": run.figures},
+        {"run": run, "misses": run.misses, "figures": run.figures},
     )

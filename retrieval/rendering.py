@@ -16,9 +16,10 @@ import nh3
 from markdown.extensions import Extension
 from markdown.treeprocessors import Treeprocessor
 
+from retrieval.citations import CITATION_MARKER
+
 ALLOWED_TAGS = {"p", "br", "ul", "ol", "li", "strong", "em", "code", "pre", "blockquote", "a"}
 CITATION_CLASS = "cite"
-_CITATION = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 # Browsers drop these from URLs before parsing, so "java\tscript:" is still javascript:.
 _URL_NOISE = re.compile(r"[\x00-\x20\x7f-\x9f]")
 
@@ -89,7 +90,7 @@ class _SafeTree(Treeprocessor):
             return None
         segments: list[str | etree.Element] = []
         position = 0
-        for match in _CITATION.finditer(text):
+        for match in CITATION_MARKER.finditer(text):
             numbers = [int(n) for n in match.group(1).split(",")]  # int() drops blanks
             if not any(n in self.citation_urls for n in numbers):
                 continue

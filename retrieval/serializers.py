@@ -10,9 +10,10 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from retrieval.models import ApiKey, Conversation, Message
+from core.models import ApiKey
+from retrieval.limits import MAX_QUESTION_CHARS
+from retrieval.models import Conversation, Message
 
-MAX_QUESTION_CHARS = 4000
 # Messages in one chat completions request: counted before any message is validated. Far above
 # what the history keeps (RAG_API_HISTORY_MESSAGES), so real chats never meet it.
 MAX_CHAT_MESSAGES = 1000

@@ -1,17 +1,23 @@
 """Write paths for conversations and answers: create, rename, delete, feedback, and forgetting a
-deleted document's text. `forget_document` is called by ingestion.services.delete_document inside
-its transaction.
+deleted document's text. `forget_deleted_document` receives ingestion's `document_deleted` signal
+(connected in RetrievalConfig), inside the deletion's transaction.
 """
 
 from __future__ import annotations
+
+from typing import IO
 
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Q
+from django.http import HttpRequest
 
+from core import audit
+from core.audit import Action, Via
 from ingestion.models import Collection, Document
 from retrieval.models import Citation, Conversation, Message
+from retrieval.search import Passage, search
 
 TITLE_CHARS = 80
 REDACTED_ANSWER = "[Answer removed: a cited document was deleted.]"
@@ -86,6 +92,10 @@ def set_feedback(user: User, message: Message, value: int, comment: str = "") ->
     return message
 
 
+def forget_deleted_document(sender=None, *, document: Document, **kwargs) -> None:
+    forget_document(document)
+
+
 def forget_document(document: Document) -> None:
     """Erase what answers and citations kept of `document`'s text: its citations go, and every
     answer that cited it is replaced by a note, since the answer may quote it."""
@@ -94,3 +104,42 @@ def forget_document(document: Document) -> None:
         message_ids = set(citations.values_list("message_id", flat=True))
         citations.delete()
         Message.objects.filter(pk__in=message_ids).update(content=REDACTED_ANSWER)
+
+
+def search_passages(
+    user: User,
+    query: str,
+    *,
+    via: Via,
+    request: HttpRequest | None = None,
+    limit: int | None = None,
+    collection_ids: list[int] | None = None,
+) -> list[Passage]:
+    """Search as `user` (only what they may read) and record the search in the audit log."""
+    passages = search(user, query, limit=limit, collection_ids=collection_ids)
+    audit.record(
+        Action.SEARCH,
+        user=user,
+        via=via,
+        question=query,
+        document_ids=[p.document_id for p in passages],
+        request=request,
+    )
+    return passages
+
+
+def open_download(
+    user: User, document: Document, *, via: Via, request: HttpRequest | None = None
+) -> IO[bytes]:
+    """The stored file of a document the caller found readable by `user`, opened for reading;
+    every download is audited. FileNotFoundError when the file is missing (nothing recorded)."""
+    handle = document.file.open("rb")
+    audit.record(
+        Action.DOWNLOAD,
+        user=user,
+        via=via,
+        document_ids=[document.pk],
+        detail={"name": document.original_name},
+        request=request,
+    )
+    return handle

@@ -433,7 +433,7 @@ def may_manage_keys_of(actor: User, owner: User) -> bool:
     keys only for another superuser (anything less would be a way up to superuser)."""
     if actor.pk == owner.pk:
         return True
-    if not (actor.is_active and actor.is_staff and actor.has_perm("retrieval.change_apikey")):
+    if not (actor.is_active and actor.is_staff and actor.has_perm("core.change_apikey")):
         return False
     return actor.is_superuser or not owner.is_superuser
 

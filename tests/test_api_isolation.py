@@ -10,8 +10,8 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
+from core import apikeys
 from ingestion.models import Document
-from retrieval import apikeys
 from retrieval.models import Conversation
 from tests.conftest import make_collection
 from tests.documents import write_markdown

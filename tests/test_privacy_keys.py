@@ -19,7 +19,7 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from retrieval import apikeys
+from core import apikeys
 from retrieval.models import ApiKey
 from tests.conftest import REDIS_URL, redis_available, required
 

@@ -12,8 +12,8 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from core import apikeys
 from ingestion.models import Collection
-from retrieval import apikeys
 from retrieval.models import Message
 from tests.conftest import make_collection
 from tests.documents import write_text

@@ -21,14 +21,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core import apikeys
+from core.audit import Via
+from core.models import ApiKey
 from ingestion import permissions
 from ragsite.api_errors import AnswerFailed, ModelUnavailable
-from retrieval import answering, apikeys, audit, selectors, services
+from retrieval import answering, selectors, services
 from retrieval.answering import AnswerEvent, CitationView
 from retrieval.api.common import ApiRateThrottle, AskRateThrottle, EventStreamAccepted
-from retrieval.models import ApiKey, AuditEvent, Conversation, Message
+from retrieval.models import Conversation, Message
 from retrieval.rendering import AnswerSanitizer, sanitize_answer
-from retrieval.search import search
 from retrieval.serializers import (
     AnswerSerializer,
     ApiKeyCreateSerializer,
@@ -126,19 +128,13 @@ class SearchView(APIView):
         incoming.is_valid(raise_exception=True)
         data = incoming.validated_data
         collection_id = readable_collection_or_400(request.user, data.get("collection"))
-        passages = search(
+        passages = services.search_passages(
             request.user,
             data["query"],
+            via=Via.API,
+            request=request._request,
             limit=data.get("limit"),
             collection_ids=[collection_id] if collection_id is not None else None,
-        )
-        audit.record(
-            AuditEvent.Action.SEARCH,
-            user=request.user,
-            via="api",
-            question=data["query"],
-            document_ids=[p.document_id for p in passages],
-            request=request._request,
         )
         return Response({"results": PassageSerializer(passages, many=True).data})
 
@@ -335,7 +331,7 @@ class ApiKeyListView(generics.ListCreateAPIView):
         incoming.is_valid(raise_exception=True)
         try:
             key, plaintext = apikeys.create_key(
-                request.user, incoming.validated_data["name"], request=request._request
+                request.user, incoming.validated_data["name"], via=Via.API, request=request._request
             )
         except apikeys.TooManyKeys as exc:
             raise TooManyKeys(str(exc)) from None
@@ -355,4 +351,6 @@ class ApiKeyDetailView(generics.RetrieveDestroyAPIView):
         return apikeys.keys_for(self.request.user)
 
     def perform_destroy(self, key: ApiKey) -> None:
-        apikeys.revoke_key(key, revoked_by=self.request.user, request=self.request._request)
+        apikeys.revoke_key(
+            key, revoked_by=self.request.user, via=Via.API, request=self.request._request
+        )

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from ingestion import pipeline, services
 from ingestion.models import Chunk, Document
-from ingestion.tasks import requeue_abandoned_documents
+from ingestion.services import requeue_abandoned_documents
 from tests.documents import write_markdown
 
 pytestmark = pytest.mark.django_db

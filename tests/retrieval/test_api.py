@@ -14,11 +14,12 @@ from django.test import override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from core import apikeys
 from ingestion.models import Collection, Document
-from retrieval import apikeys
 from retrieval.models import ApiKey, AuditEvent, Conversation, Message
 from tests.conftest import make_collection
 from tests.documents import FACT, write_markdown
+from tests.keys import key_user
 
 pytestmark = pytest.mark.django_db
 
@@ -108,17 +109,17 @@ def test_nobody_sees_or_revokes_another_users_keys(user):
 
 def test_authenticate_key_refuses_wrong_revoked_and_inactive_users_keys(user):
     key, plaintext = apikeys.create_key(user, "tool")
-    assert apikeys.authenticate_key(plaintext) == user
+    assert key_user(plaintext) == user
     # Same public prefix, different secret: found by prefix, refused by the hash comparison.
-    assert apikeys.authenticate_key(plaintext[:-4] + "AAAA") is None
-    assert apikeys.authenticate_key("not-a-key") is None
+    assert key_user(plaintext[:-4] + "AAAA") is None
+    assert key_user("not-a-key") is None
     user.is_active = False
     user.save()
-    assert apikeys.authenticate_key(plaintext) is None
+    assert key_user(plaintext) is None
     user.is_active = True
     user.save()
     apikeys.revoke_key(key)
-    assert apikeys.authenticate_key(plaintext) is None
+    assert key_user(plaintext) is None
     assert apikeys.revoke_key(key) is False  # already revoked
 
 

@@ -12,8 +12,9 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
 
-from retrieval import apikeys
+from core import apikeys
 from retrieval.models import ApiKey, AuditEvent
+from tests.keys import key_user
 
 KEYS = "/keys/"
 SHOWN_KEY = re.compile(r'id="new-key-value"[^>]*value="(rsk_[^"]+)"')
@@ -73,7 +74,7 @@ def test_a_new_key_is_shown_once_with_usage_and_only_its_hash_is_stored(user):
     assert key.name == "wiki bot"
     assert key.key_hash == hashlib.sha256(plaintext.encode()).hexdigest() != plaintext
     assert key.prefix == plaintext[: apikeys.PREFIX_LENGTH]
-    assert apikeys.authenticate_key(plaintext) == user
+    assert key_user(plaintext) == user
 
     # Never again: not on the page, not in the session (no flash message), not in the audit log.
     later = client.get(KEYS).content.decode()
@@ -97,7 +98,7 @@ def test_the_list_shows_revoked_and_active_keys_with_last_use(user):
     old, old_plaintext = apikeys.create_key(user, "old script")
     apikeys.revoke_key(old)
     _, plaintext = apikeys.create_key(user, "report job")
-    apikeys.authenticate_key(plaintext)  # records last use
+    key_user(plaintext)  # records last use
 
     html = signed_in(user).get(KEYS).content.decode()
     old_row = re.search(rf'data-key-id="{old.pk}".*?</tr>', html, re.S).group(0)
@@ -121,7 +122,7 @@ def test_revoking_a_key_stops_it_at_once(user):
     assert response["Location"] == KEYS
     key.refresh_from_db()
     assert key.revoked_at is not None
-    assert apikeys.authenticate_key(plaintext) is None
+    assert key_user(plaintext) is None
     page = client.get(KEYS).content.decode()
     assert "revoked: it no longer works" in page
     assert AuditEvent.objects.filter(action=AuditEvent.Action.API_KEY_REVOKED).count() == 1
@@ -135,7 +136,7 @@ def test_another_users_keys_are_not_found(user, other_user):
     client = signed_in(user)
 
     assert client.post(reverse("web:revoke_key", args=[theirs.pk])).status_code == 404
-    assert apikeys.authenticate_key(plaintext) == other_user
+    assert key_user(plaintext) == other_user
     assert "their bot" not in client.get(KEYS).content.decode()
     # Asking for their page, or creating a key for them, is as if they did not exist.
     assert client.get(f"{KEYS}?user={other_user.pk}").status_code == 404
@@ -171,7 +172,7 @@ def test_a_key_admin_creates_lists_and_revokes_a_users_keys(key_admin, user):
     _, plaintext = create(client, "made for staff", url)
     made = ApiKey.objects.get(name="made for staff")
     assert made.user == user
-    assert apikeys.authenticate_key(plaintext) == user
+    assert key_user(plaintext) == user
     created = AuditEvent.objects.get(
         action=AuditEvent.Action.API_KEY_CREATED, detail__key_id=made.pk
     )
@@ -180,7 +181,7 @@ def test_a_key_admin_creates_lists_and_revokes_a_users_keys(key_admin, user):
 
     response = client.post(reverse("web:revoke_key", args=[theirs.pk]))
     assert response["Location"] == url
-    assert apikeys.authenticate_key(their_plaintext) is None
+    assert key_user(their_plaintext) is None
     revoked = AuditEvent.objects.get(action=AuditEvent.Action.API_KEY_REVOKED)
     assert revoked.user == key_admin
     mine.refresh_from_db()
@@ -194,12 +195,12 @@ def test_only_a_superuser_acts_for_a_superuser(key_admin, admin_user, user):
     assert client.get(f"{KEYS}?user={admin_user.pk}").status_code == 404
     assert client.post(f"{KEYS}?user={admin_user.pk}", {"name": "up"}).status_code == 404
     assert client.post(reverse("web:revoke_key", args=[root_key.pk])).status_code == 404
-    assert apikeys.authenticate_key(plaintext) == admin_user
+    assert key_user(plaintext) == admin_user
 
     superuser = signed_in(admin_user)
     assert superuser.get(f"{KEYS}?user={key_admin.pk}").status_code == 200
     _, made = create(superuser, "for the key admin", f"{KEYS}?user={key_admin.pk}")
-    assert apikeys.authenticate_key(made) == key_admin
+    assert key_user(made) == key_admin
 
 
 def test_creating_and_revoking_need_the_csrf_token(user):
@@ -209,7 +210,7 @@ def test_creating_and_revoking_need_the_csrf_token(user):
     assert client.post(KEYS, {"name": "forged"}).status_code == 403
     assert client.post(reverse("web:revoke_key", args=[key.pk])).status_code == 403
     assert not ApiKey.objects.filter(name="forged").exists()
-    assert apikeys.authenticate_key(plaintext) == user
+    assert key_user(plaintext) == user
 
     # With the page's token, both work.
     token = re.search(
@@ -223,4 +224,4 @@ def test_creating_and_revoking_need_the_csrf_token(user):
 def test_revoking_is_post_only(user):
     key, plaintext = apikeys.create_key(user, "wiki bot")
     assert signed_in(user).get(reverse("web:revoke_key", args=[key.pk])).status_code == 405
-    assert apikeys.authenticate_key(plaintext) == user
+    assert key_user(plaintext) == user

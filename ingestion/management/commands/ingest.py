@@ -7,6 +7,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from core.audit import Via
 from ingestion import pipeline, services
 from ingestion.models import Collection
 
@@ -34,13 +35,12 @@ class Command(BaseCommand):
         files = sorted({f for p in paths for f in self._files(p)})
         if not files:
             raise CommandError("No files found.")
-        target, created = Collection.objects.get_or_create(
-            name=collection,
-            defaults={
-                "visibility": Collection.Visibility.EVERYONE
-                if everyone
-                else Collection.Visibility.RESTRICTED
-            },
+        target, created = services.get_or_create_collection(
+            collection,
+            visibility=Collection.Visibility.EVERYONE
+            if everyone
+            else Collection.Visibility.RESTRICTED,
+            via=Via.CLI,
         )
         if created:
             self.stdout.write(
@@ -49,15 +49,14 @@ class Command(BaseCommand):
         started = time.monotonic()
         rejected: list[tuple[Path, str]] = []
         registered = []
-        for path in files:
-            try:
-                result = services.register_path(target, path, enqueue=not sync)
-            except services.UploadRejected as exc:
-                rejected.append((path, str(exc)))
-                continue
-            registered.append(result)
-            if not result.created:
-                self.stdout.write(f"  same content already present: {path}")
+        outcomes = services.register_uploads(target, files, enqueue=not sync, via=Via.CLI)
+        for path, outcome in zip(files, outcomes, strict=True):
+            if outcome.rejected is not None:
+                rejected.append((path, str(outcome.rejected)))
+            elif outcome.result is not None:
+                registered.append(outcome.result)
+                if not outcome.result.created:
+                    self.stdout.write(f"  same content already present: {path}")
         if not sync:
             self.stdout.write(
                 f"Queued {sum(r.created for r in registered)} documents; {len(rejected)} rejected."

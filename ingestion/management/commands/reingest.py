@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 
+from core.audit import Via
 from ingestion import services
 from ingestion.models import Collection, Document
 
@@ -34,7 +35,7 @@ class Command(BaseCommand):
         requeued: list[Document] = []
         if stuck:
             # Not a fresh start: a document that stopped the worker too often fails instead.
-            requeued = services.requeue_stuck(timedelta(minutes=older_than))
+            requeued = services.requeue_stuck(timedelta(minutes=older_than), via=Via.CLI)
         if failed:
             documents += list(Document.objects.filter(status=Document.Status.FAILED))
         if collection:
@@ -46,5 +47,5 @@ class Command(BaseCommand):
             documents += list(Document.objects.filter(pk__in=ids))
         done = {d.pk for d in requeued}
         unique = [d for d in {d.pk: d for d in documents}.values() if d.pk not in done]
-        count = len(requeued) + services.reingest(unique)
+        count = len(requeued) + services.reingest(unique, via=Via.CLI)
         self.stdout.write(f"Queued {count} documents.")
