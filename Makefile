@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run stop test bench lint format install chromium clean
+.PHONY: run stop test test-fast bench lint format install chromium clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ stop:
 ## The suite runs in a network namespace with only loopback (tests/netns_run.sh): nothing can leave.
 test: install chromium
 	PY=$(PY) tests/netns_run.sh
+
+## The suite without the browser tests (marker e2e) and those with a real Celery worker (worker):
+## tests/_markers.py marks them by the fixtures they use. Same no-egress guard as `make test`.
+test-fast: install
+	PY=$(PY) tests/netns_run.sh -m "not e2e and not worker"
 
 chromium:
 	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] && { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || echo "chromium missing: browser tests will be skipped, and fail under CI=true (apt-get install chromium)"; }
