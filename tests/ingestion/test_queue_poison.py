@@ -52,7 +52,8 @@ def test_each_run_is_counted_until_it_finishes(tmp_path, collection):
 
     document.refresh_from_db()
     assert result.status == "ready"
-    assert document.attempts == 1 and document.unfinished_runs == 0
+    assert document.attempts == 1
+    assert document.unfinished_runs == 0
     assert document.claimed_by == ""
 
 
@@ -73,7 +74,8 @@ def test_a_redelivered_message_after_the_last_allowed_run_fails_the_document(
 
     again = pipeline.ingest(document.pk)  # and a further redelivery changes nothing
     document.refresh_from_db()
-    assert again.status == "failed" and document.attempts == 3
+    assert again.status == "failed"
+    assert document.attempts == 3
     assert "stopped the worker 3 times" in document.error
 
 
@@ -84,7 +86,8 @@ def test_below_the_limit_a_killed_run_is_redone(tmp_path, collection, settings):
 
     assert pipeline.ingest(document.pk).status == "ready"
     document.refresh_from_db()
-    assert document.attempts == 3 and document.unfinished_runs == 0
+    assert document.attempts == 3
+    assert document.unfinished_runs == 0
 
 
 def test_worker_start_fails_a_poisoned_document_and_requeues_the_others(
@@ -105,7 +108,8 @@ def test_worker_start_fails_a_poisoned_document_and_requeues_the_others(
     assert poisoned.status == "failed"
     assert "stopped the worker 3 times" in poisoned.error
     # The automatic requeue is no fresh start: the next kill counts as the second.
-    assert killed_once.status == "queued" and killed_once.unfinished_runs == 1
+    assert killed_once.status == "queued"
+    assert killed_once.unfinished_runs == 1
 
 
 def test_reingest_stuck_skips_a_poisoned_document(
@@ -122,7 +126,8 @@ def test_reingest_stuck_skips_a_poisoned_document(
     poisoned.refresh_from_db()
     assert task_queue.messages() == []
     assert "Queued 0 documents" in out.getvalue()
-    assert poisoned.status == "failed" and "stopped the worker 3 times" in poisoned.error
+    assert poisoned.status == "failed"
+    assert "stopped the worker 3 times" in poisoned.error
 
 
 def test_a_manual_retry_gives_fresh_attempts(tmp_path, collection, settings):
@@ -135,7 +140,8 @@ def test_a_manual_retry_gives_fresh_attempts(tmp_path, collection, settings):
     services.reingest([document])  # what Retry in the console, admin and API calls
 
     document.refresh_from_db()
-    assert document.status == "queued" and document.unfinished_runs == 0
+    assert document.status == "queued"
+    assert document.unfinished_runs == 0
     assert pipeline.ingest(document.pk).status == "ready"
 
 
@@ -156,7 +162,8 @@ def test_a_duplicate_message_leaves_a_document_another_live_process_works_on(tmp
     document.refresh_from_db()
     assert result.status == "processing"
     assert document.claimed_by == working
-    assert document.attempts == 1 and document.unfinished_runs == 1  # no second run counted
+    assert document.attempts == 1
+    assert document.unfinished_runs == 1
 
 
 def test_a_run_stopped_by_the_operator_does_not_count(tmp_path, collection):
@@ -166,4 +173,5 @@ def test_a_run_stopped_by_the_operator_does_not_count(tmp_path, collection):
     assert pipeline.forgive_interrupted_runs([DEAD_PID]) == 1
 
     document.refresh_from_db()
-    assert document.unfinished_runs == 1 and document.status == "processing"
+    assert document.unfinished_runs == 1
+    assert document.status == "processing"
