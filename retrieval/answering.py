@@ -1,7 +1,8 @@
 """Answer step: rewrite → search → prompt → generate → cite, streamed as events.
 
 The web UI, the API and the OpenAI-compatible endpoint all call `stream_answer` (or `answer`,
-which collects the stream); they translate events, they hold no answering logic.
+which collects the stream) and turn its events into their output with retrieval.answer_stream;
+they hold no answering logic.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import logging
 import re
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -21,48 +21,25 @@ from django.utils import timezone
 
 from ingestion.permissions import readable_collection_ids
 from retrieval import audit, evidence, extractive, llm, prompts, services
+from retrieval.answer_events import (
+    AnswerEvent,
+    Citations,
+    CitationView,
+    CollectedAnswer,
+    Done,
+    Error,
+    Meta,
+    Thinking,
+    Token,
+    collect,
+)
+from retrieval.limits import MAX_QUESTION_CHARS
 from retrieval.models import Citation, Conversation, Message
 from retrieval.search import Passage, SearchTimeout, SearchUnavailable, search
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class CitationView:
-    """What a reader is shown of one cited passage."""
-
-    number: int
-    document_id: int | None
-    chunk_id: int | None
-    document_title: str
-    page: int | None
-    heading: str
-    snippet: str
-
-
-@dataclass(frozen=True)
-class AnswerEvent:
-    """One event of a streamed answer, in this order: one `meta`, any number of `token`s, one
-    `citations`, one `done` (or an `error` instead of the rest)."""
-
-    kind: str  # meta | token | citations | done | error (| thinking: the model is thinking)
-    text: str = ""  # token: the text piece; error: a message fit to show a person
-    conversation_id: int | None = None  # meta
-    message_id: int | None = None  # meta (the assistant message being written)
-    citations: list[CitationView] = field(default_factory=list)  # citations
-    outcome: str = ""  # done: a Message.Outcome value
-
-
-@dataclass(frozen=True)
-class Answer:
-    text: str
-    citations: list[CitationView]
-    conversation_id: int
-    message_id: int
-    outcome: str
-
-
-MAX_QUESTION_CHARS = 4000
 SNIPPET_CHARS = 1500
 NO_ANSWER_TEXT = (
     "I could not find anything about this in the documents you can access, so I cannot answer it."
@@ -109,27 +86,14 @@ def answer(
     conversation: Conversation | None = None,
     collection_id: int | None = None,
     via: str = "web",
-) -> Answer:
+) -> CollectedAnswer:
     """`stream_answer`, collected. A failed answer has outcome model_unavailable or error and
     the friendly message as its text."""
-    pieces: list[str] = []
-    citations: list[CitationView] = []
-    conversation_id = message_id = 0
-    outcome = ""
-    for event in stream_answer(
-        user, question, conversation=conversation, collection_id=collection_id, via=via
-    ):
-        if event.kind == "meta":
-            conversation_id, message_id = event.conversation_id, event.message_id
-        elif event.kind == "token":
-            pieces.append(event.text)
-        elif event.kind == "citations":
-            citations = event.citations
-        elif event.kind == "done":
-            outcome = event.outcome
-        elif event.kind == "error":
-            pieces, outcome = [event.text], event.outcome
-    return Answer("".join(pieces), citations, conversation_id, message_id, outcome)
+    return collect(
+        stream_answer(
+            user, question, conversation=conversation, collection_id=collection_id, via=via
+        )
+    )
 
 
 # --- rewrite ------------------------------------------------------------------------------------
@@ -338,7 +302,7 @@ def _stream(
     outcome = ""
     generator_name = ""
     try:
-        yield AnswerEvent("meta", conversation_id=conversation.pk, message_id=reply.pk)
+        yield Meta(conversation_id=conversation.pk, message_id=reply.pk)
         passages = search(
             user, query, collection_ids=[collection_id] if collection_id is not None else None
         )
@@ -347,8 +311,8 @@ def _stream(
             # Nothing relevant: say so without asking the model to make something up.
             outcome = Message.Outcome.NO_ANSWER
             text_parts.append(NO_ANSWER_TEXT)
-            yield AnswerEvent("token", text=NO_ANSWER_TEXT)
-            yield AnswerEvent("citations", citations=[])
+            yield Token(NO_ANSWER_TEXT)
+            yield Citations([])
         else:
             prompt = prompts.build_prompt(question, passages, history)
             if settings.RAG_LOG_PROMPTS:
@@ -361,8 +325,8 @@ def _stream(
                 # than quote a look-alike passage.
                 outcome = Message.Outcome.NO_ANSWER
                 text_parts.append(unknown)
-                yield AnswerEvent("token", text=unknown)
-                yield AnswerEvent("citations", citations=[])
+                yield Token(unknown)
+                yield Citations([])
             else:
                 markers = MarkerFilter(len(prompt.passages))
                 thinking = (
@@ -371,41 +335,41 @@ def _stream(
                 for piece in generator.stream(prompt.messages, prompt.passages, query=query):
                     if isinstance(piece, llm.Thinking):
                         if not thinking:
-                            yield AnswerEvent("thinking")
+                            yield Thinking()
                         thinking = True
                         continue
                     thinking = False
                     if text := markers.feed(piece):
                         text_parts.append(text)
-                        yield AnswerEvent("token", text=text)
+                        yield Token(text)
                 if text := markers.flush():
                     text_parts.append(text)
-                    yield AnswerEvent("token", text=text)
+                    yield Token(text)
                 generator_name = generator.name  # the model id is known once it has answered
                 rows = _store_citations(reply, markers.used, prompt.passages)
                 cited_documents = [row.document_id for row in rows]
                 outcome = Message.Outcome.ANSWERED
                 if generator_name == extractive.ExtractiveGenerator.name and not rows:
                     outcome = Message.Outcome.NO_ANSWER
-                yield AnswerEvent("citations", citations=[citation_view(row) for row in rows])
+                yield Citations([citation_view(row) for row in rows])
     except (SearchTimeout, SearchUnavailable) as exc:
         # Say what happened: a search that timed out or could not embed the question.
         logger.warning("answer %s: search failed: %s", reply.pk, exc)
         outcome = Message.Outcome.ERROR
         text_parts = [str(exc.detail)]
-        yield AnswerEvent("error", text=str(exc.detail), outcome=outcome)
+        yield Error(str(exc.detail), outcome)
     except (llm.LLMError, llm.LLMConfigurationError) as exc:
         logger.warning(
             "answer %s: model unavailable: %s", reply.pk, getattr(exc, "detail", "") or exc
         )
         outcome = Message.Outcome.MODEL_UNAVAILABLE
         text_parts = [llm.UNAVAILABLE_MESSAGE]
-        yield AnswerEvent("error", text=llm.UNAVAILABLE_MESSAGE, outcome=outcome)
+        yield Error(llm.UNAVAILABLE_MESSAGE, outcome)
     except Exception:
         logger.exception("answer %s failed", reply.pk)
         outcome = Message.Outcome.ERROR
         text_parts = [ERROR_TEXT]
-        yield AnswerEvent("error", text=ERROR_TEXT, outcome=outcome)
+        yield Error(ERROR_TEXT, outcome)
     finally:
         # Also reached when the reader goes away mid-stream: keep what was written so far.
         reply.content = "".join(text_parts).strip()
@@ -426,4 +390,4 @@ def _stream(
             },
         )
     if outcome in (Message.Outcome.ANSWERED, Message.Outcome.NO_ANSWER):
-        yield AnswerEvent("done", outcome=outcome)
+        yield Done(outcome)

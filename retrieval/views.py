@@ -7,7 +7,6 @@ decided by those and by ingestion.permissions, never here.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterator
@@ -25,7 +24,6 @@ from django.http import (
     HttpResponse,
     HttpResponseBadRequest,
     JsonResponse,
-    StreamingHttpResponse,
 )
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -40,12 +38,13 @@ from ingestion.permissions import (
     readable_documents,
 )
 from retrieval import apikeys, audit, selectors, services
-from retrieval.answering import AnswerEvent, stream_answer
+from retrieval.answer_events import AnswerEvent, collect
+from retrieval.answer_stream import event_stream_response, web_sse
+from retrieval.answering import stream_answer
 from retrieval.api.common import AskRateThrottle
 from retrieval.forms import AskForm, FeedbackForm, RenameForm
 from retrieval.models import ApiKey, Citation, Conversation, Message
 from retrieval.rendering import render_answer_html
-from retrieval.streaming import stream_body
 
 logger = logging.getLogger(__name__)
 
@@ -227,70 +226,19 @@ def ask(request: HttpRequest) -> HttpResponse:
         return HttpResponseBadRequest(str(exc))
     if "text/event-stream" not in request.headers.get("Accept", ""):
         return _answer_without_script(request, events, conversation)
-    response = StreamingHttpResponse(
-        stream_body(request, _sse(events)), content_type="text/event-stream; charset=utf-8"
-    )
-    response["Cache-Control"] = "no-cache, no-store"
-    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on as it comes
-    return response
+    return event_stream_response(request, web_sse(events), cache_control="no-cache, no-store")
 
 
 def _answer_without_script(
     request: HttpRequest, events: Iterator[AnswerEvent], conversation: Conversation | None
 ) -> HttpResponse:
-    conversation_id = conversation.pk if conversation else None
-    for event in events:
-        if event.kind == "meta" and event.conversation_id:
-            conversation_id = event.conversation_id
-        elif event.kind == "error":
-            flash.error(request, event.text)
+    answer = collect(events)
+    if answer.error is not None:
+        flash.error(request, answer.error.text)
+    conversation_id = answer.conversation_id or (conversation.pk if conversation else None)
     if conversation_id:
         return redirect("web:conversation", pk=conversation_id)
     return redirect("web:chat")
-
-
-def _event(kind: str, payload: dict) -> str:
-    return f"event: {kind}\ndata: {json.dumps(payload)}\n\n"
-
-
-def _sse(events: Iterator[AnswerEvent]) -> Iterator[str]:
-    """AnswerEvents as server-sent events. Text travels as JSON strings; the page inserts it as
-    text nodes and later swaps in the server's sanitised rendering."""
-    message_id = None
-    try:
-        for event in events:
-            if event.kind == "meta":
-                message_id = event.message_id
-                yield _event(
-                    "meta",
-                    {"conversation_id": event.conversation_id, "message_id": event.message_id},
-                )
-            elif event.kind == "token":
-                yield _event("token", {"text": event.text})
-            elif event.kind == "citations":
-                sources = [
-                    {
-                        "number": c.number,
-                        "title": c.document_title,
-                        "page": c.page,
-                        "url": source_url(message_id, c.number) if message_id else "",
-                    }
-                    for c in event.citations
-                ]
-                yield _event("citations", {"citations": sources})
-            elif event.kind == "done":
-                fragment = reverse("web:message", args=[message_id]) if message_id else ""
-                yield _event("done", {"outcome": event.outcome, "fragment_url": fragment})
-            elif event.kind == "error":
-                fragment = reverse("web:message", args=[message_id]) if message_id else ""
-                yield _event(
-                    "error",
-                    {"message": event.text, "outcome": event.outcome, "fragment_url": fragment},
-                )
-    except Exception:
-        # The stream has started: the status line is sent, so the failure travels as an event.
-        logger.exception("answer stream failed")
-        yield _event("error", {"message": "Something went wrong while answering. Try again."})
 
 
 # --- conversations -----------------------------------------------------------------------------

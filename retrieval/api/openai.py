@@ -7,10 +7,8 @@ completion (and of the last stream chunk); `conversation` and `collection` accep
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from collections.abc import Iterator
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -23,22 +21,21 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from retrieval import services
-from retrieval.answering import AnswerEvent
+from retrieval.answer_stream import (
+    citation_dicts,
+    collect_for_api,
+    event_stream_response,
+    fail_fast,
+    openai_chunks,
+)
 from retrieval.api.common import ApiRateThrottle, AskRateThrottle, EventStreamAccepted
 from retrieval.api.views import (
-    TEXT_ENDS,
-    citation_dicts,
-    collect,
-    event_stream_response,
-    failure_for,
-    first_events,
     own_conversation_or_400,
     readable_collection_or_400,
     sse_event_schema,
     start_answer,
 )
 from retrieval.models import Conversation
-from retrieval.rendering import AnswerSanitizer
 from retrieval.serializers import (
     ChatCompletionRequestSerializer,
     ChatCompletionSerializer,
@@ -132,61 +129,6 @@ def conversation_from_history(
     return conversation
 
 
-def _chunk(base: dict, delta: dict, finish_reason: str | None = None, **extra) -> bytes:
-    chunk = {
-        **base,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
-        **extra,
-    }
-    return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode()
-
-
-def completion_chunks(
-    base: dict, head: list[AnswerEvent], rest: Iterator[AnswerEvent]
-) -> Iterator[bytes]:
-    """OpenAI's stream: a role chunk, content chunks, a stop chunk (with our citations), [DONE]."""
-    conversation_id = None
-    citations: list[dict] = []
-    sanitizer = AnswerSanitizer()  # chat tools render the Markdown: see retrieval.rendering
-    try:
-        yield _chunk(base, {"role": "assistant", "content": ""})
-        for events in (head, rest):
-            for event in events:
-                if event.kind in TEXT_ENDS and (held := sanitizer.flush()):
-                    yield _chunk(base, {"content": held})
-                if event.kind == "meta":
-                    conversation_id = event.conversation_id
-                elif event.kind == "token" and event.text:
-                    if text := sanitizer.feed(event.text):
-                        yield _chunk(base, {"content": text})
-                elif event.kind == "citations":
-                    citations = citation_dicts(event.citations)
-                elif event.kind == "done":
-                    yield _chunk(
-                        base,
-                        {},
-                        "stop",
-                        citations=citations,
-                        conversation_id=conversation_id,
-                        outcome=event.outcome,
-                    )
-                elif event.kind == "error":
-                    error = failure_for(event)
-                    body = {
-                        "error": {
-                            "message": event.text,
-                            "type": "api_error",
-                            "code": error.default_code,
-                        }
-                    }
-                    yield f"data: {json.dumps(body)}\n\n".encode()
-        yield b"data: [DONE]\n\n"
-    finally:
-        close = getattr(rest, "close", None)
-        if close is not None:
-            close()
-
-
 @extend_schema(tags=["openai"])
 class ChatCompletionView(EventStreamAccepted, OpenAIView):
     """OpenAI's POST /chat/completions: the last user message is the question, earlier user and
@@ -224,8 +166,7 @@ class ChatCompletionView(EventStreamAccepted, OpenAIView):
                 request.user, data["messages"][:-1], collection_id
             )
         question = data["messages"][-1]["content"]
-        events = start_answer(request.user, question, conversation, collection_id)
-        head, rest = first_events(events)
+        events = fail_fast(start_answer(request.user, question, conversation, collection_id))
         base = {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion.chunk",
@@ -234,8 +175,8 @@ class ChatCompletionView(EventStreamAccepted, OpenAIView):
             "system_fingerprint": None,
         }
         if data["stream"]:
-            return event_stream_response(request, completion_chunks(base, head, rest))
-        result = collect(head, rest)
+            return event_stream_response(request, openai_chunks(base, events))
+        answer = collect_for_api(events)
         return Response(
             {
                 **base,
@@ -243,13 +184,13 @@ class ChatCompletionView(EventStreamAccepted, OpenAIView):
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": result["answer"]},
+                        "message": {"role": "assistant", "content": answer.text},
                         "logprobs": None,
                         "finish_reason": "stop",
                     }
                 ],
-                "citations": citation_dicts(result["citations"]),
-                "conversation_id": result["conversation"],
-                "outcome": result["outcome"],
+                "citations": citation_dicts(answer.citations),
+                "conversation_id": answer.conversation_id,
+                "outcome": answer.outcome,
             }
         )

@@ -5,7 +5,6 @@ Each view validates its input, calls a retrieval service or selector, and render
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -25,18 +24,17 @@ from core import apikeys
 from core.audit import Via
 from core.models import ApiKey
 from ingestion import permissions
-from ragsite.api_errors import AnswerFailed, ModelUnavailable
 from retrieval import answering, selectors, services
-from retrieval.answering import AnswerEvent, CitationView
+from retrieval.answer_events import AnswerEvent, CollectedAnswer
+from retrieval.answer_stream import api_sse, collect_for_api, event_stream_response, fail_fast
 from retrieval.api.common import ApiRateThrottle, AskRateThrottle, EventStreamAccepted
 from retrieval.models import Conversation, Message
-from retrieval.rendering import AnswerSanitizer, sanitize_answer
+from retrieval.rendering import sanitize_answer
 from retrieval.serializers import (
     AnswerSerializer,
     ApiKeyCreateSerializer,
     ApiKeySerializer,
     AskRequestSerializer,
-    CitationSerializer,
     ConversationDetailSerializer,
     ConversationSerializer,
     NewApiKeySerializer,
@@ -44,7 +42,6 @@ from retrieval.serializers import (
     SearchRequestSerializer,
     SearchResultSerializer,
 )
-from retrieval.streaming import stream_body
 
 
 def readable_collection_or_400(user: User, collection_id: int | None) -> int | None:
@@ -85,37 +82,6 @@ def start_answer(
         raise exceptions.ValidationError({"conversation": ["No such conversation."]}) from None
 
 
-def first_events(events: Iterator[AnswerEvent]) -> tuple[list[AnswerEvent], Iterator[AnswerEvent]]:
-    """Run the answer up to its first event after `meta`, so a model that is down is reported
-    with a real status code (503) before any bytes of a stream are sent."""
-    head: list[AnswerEvent] = []
-    for event in events:
-        head.append(event)
-        if event.kind != "meta":
-            break
-    error = next((e for e in head if e.kind == "error"), None)
-    if error is not None:
-        _close(events)
-        raise failure_for(error)
-    return head, events
-
-
-def failure_for(event: AnswerEvent) -> exceptions.APIException:
-    if event.outcome == Message.Outcome.MODEL_UNAVAILABLE:
-        return ModelUnavailable(event.text or None)
-    return AnswerFailed(event.text or None)
-
-
-def _close(events: Iterator) -> None:
-    close = getattr(events, "close", None)
-    if close is not None:
-        close()
-
-
-def citation_dicts(citations: list[CitationView]) -> list[dict]:
-    return CitationSerializer(citations, many=True).data
-
-
 @extend_schema(tags=["search"])
 class SearchView(APIView):
     """The passages best matching a query, among documents you may read."""
@@ -152,51 +118,6 @@ def sse_event_schema(events: list[str]) -> dict:
     }
 
 
-def sse(event: str, data: dict) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
-
-
-TEXT_ENDS = frozenset({"citations", "done", "error"})  # the answer's text is complete
-
-
-def answer_sse(head: list[AnswerEvent], rest: Iterator[AnswerEvent]) -> Iterator[bytes]:
-    """AnswerEvents as server-sent events: meta, token…, citations, done (or error). Token text
-    is sanitised on the way (see retrieval.rendering.AnswerSanitizer)."""
-    sanitizer = AnswerSanitizer()
-    try:
-        for events in (head, rest):
-            for event in events:
-                if event.kind in TEXT_ENDS and (held := sanitizer.flush()):
-                    yield sse("token", {"text": held})
-                if event.kind == "meta":
-                    yield sse(
-                        "meta",
-                        {"conversation": event.conversation_id, "message": event.message_id},
-                    )
-                elif event.kind == "token":
-                    if text := sanitizer.feed(event.text):
-                        yield sse("token", {"text": text})
-                elif event.kind == "citations":
-                    yield sse("citations", {"citations": citation_dicts(event.citations)})
-                elif event.kind == "done":
-                    yield sse("done", {"outcome": event.outcome})
-                elif event.kind == "error":
-                    error = failure_for(event)
-                    yield sse("error", {"code": error.default_code, "message": event.text})
-    finally:
-        _close(rest)  # the client went away: let the answer save what it has
-
-
-def event_stream_response(request: Request, chunks: Iterator[bytes]) -> StreamingHttpResponse:
-    """Server-sent events, sent one by one as they are made (also under ASGI)."""
-    response = StreamingHttpResponse(
-        stream_body(request, chunks), content_type="text/event-stream; charset=utf-8"
-    )
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx: pass events through as they come
-    return response
-
-
 @extend_schema(tags=["answers"])
 class AskView(EventStreamAccepted, APIView):
     """A grounded answer with citations; `stream: true` answers as server-sent events."""
@@ -224,33 +145,23 @@ class AskView(EventStreamAccepted, APIView):
         data = incoming.validated_data
         collection_id = readable_collection_or_400(request.user, data.get("collection"))
         conversation = own_conversation_or_400(request.user, data.get("conversation"))
-        events = start_answer(request.user, data["question"], conversation, collection_id)
-        head, rest = first_events(events)
+        events = fail_fast(
+            start_answer(request.user, data["question"], conversation, collection_id)
+        )
         if data["stream"]:
-            return event_stream_response(request, answer_sse(head, rest))
-        result = collect(head, rest)
-        return Response(AnswerSerializer(result).data)
+            return event_stream_response(request, api_sse(events))
+        return Response(AnswerSerializer(answer_body(collect_for_api(events))).data)
 
 
-def collect(head: list[AnswerEvent], rest: Iterator[AnswerEvent]) -> dict:
+def answer_body(answer: CollectedAnswer) -> dict:
     """The whole answer, as the JSON response carries it."""
-    body = {"answer": "", "citations": [], "conversation": 0, "message": 0, "outcome": ""}
-    pieces: list[str] = []
-    for events in (head, rest):
-        for event in events:
-            if event.kind == "meta":
-                body["conversation"], body["message"] = event.conversation_id, event.message_id
-            elif event.kind == "token":
-                pieces.append(event.text)
-            elif event.kind == "citations":
-                body["citations"] = event.citations
-            elif event.kind == "done":
-                body["outcome"] = event.outcome
-            elif event.kind == "error":
-                raise failure_for(event)
-    # API clients render the Markdown: no images, no links or HTML reaching other hosts.
-    body["answer"] = sanitize_answer("".join(pieces))
-    return body
+    return {
+        "answer": answer.text,
+        "citations": answer.citations,
+        "conversation": answer.conversation_id,
+        "message": answer.message_id,
+        "outcome": answer.outcome,
+    }
 
 
 @extend_schema(tags=["conversations"])
