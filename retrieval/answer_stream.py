@@ -21,7 +21,7 @@ from django.http import HttpRequest, StreamingHttpResponse
 from django.urls import reverse
 from rest_framework import exceptions
 
-from ragsite.api_errors import AnswerFailed, ModelUnavailable
+from core.api_errors import AnswerFailed, ModelUnavailable
 from retrieval.answer_events import (
     AnswerEvent,
     Citations,

@@ -13,7 +13,7 @@ import pytest
 from django.core.handlers.asgi import ASGIRequest
 from django.test import RequestFactory
 
-from ragsite.api_errors import ModelUnavailable
+from core.api_errors import ModelUnavailable
 from retrieval.answer_events import (
     AnswerEvent,
     Citations,
