@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 from django.conf import settings
 
-from ragsite import egress, model_http
+from core import egress, model_http
 
 logger = logging.getLogger(__name__)
 

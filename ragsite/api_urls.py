@@ -9,8 +9,8 @@ from django.urls import path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from core.api_errors import error_body
 from ingestion import api as ingestion_api
-from ragsite.api_errors import error_body
 from retrieval.api import openai, views
 
 _docs_view = SpectacularSwaggerView.as_view(url_name="api-schema")

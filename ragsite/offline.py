@@ -32,7 +32,7 @@ def apply() -> None:
 apply()
 
 if os.environ.get("RAG_EGRESS_GUARD") == "1":
-    # Set by the test suite for the processes it starts; see ragsite/egress.py.
-    from ragsite import egress
+    # Set by the test suite for the processes it starts; see core/egress.py.
+    from core import egress
 
     egress.install()

@@ -24,7 +24,7 @@ import httpx
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from ragsite import egress, model_http
+from core import egress, model_http
 from retrieval.search import Passage
 
 logger = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ class Generator(Protocol):
 
 def is_allowed_endpoint(url: str) -> bool:
     """True when `url` is http(s) on loopback or on a host RAG_ALLOWED_HOSTS_EGRESS allows.
-    The rule itself lives in ragsite.egress, shared with `manage.py privacy_check`."""
+    The rule itself lives in core.egress, shared with `manage.py privacy_check`."""
     return egress.endpoint_allowed(url, settings.RAG_ALLOWED_HOSTS_EGRESS)
 
 

@@ -17,7 +17,7 @@ from typing import Protocol
 import httpx
 from django.conf import settings
 
-from ragsite import egress, model_http
+from core import egress, model_http
 
 logger = logging.getLogger(__name__)
 

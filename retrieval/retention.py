@@ -13,7 +13,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from retrieval.models import AuditEvent, Conversation, Message
+from core.models import AuditEvent
+from retrieval.models import Conversation, Message
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from ragsite import egress
+from core import egress
 
 egress.install()
 # Child processes started by the tests (Celery worker, web server, manage.py) install it too:

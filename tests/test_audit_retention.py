@@ -12,10 +12,11 @@ from axes.models import AccessLog
 from django.core.management import call_command
 from django.utils import timezone
 
+from core import apikeys, audit
+from core.models import AuditEvent
 from ingestion import services as ingestion_services
-from retrieval import apikeys, audit
 from retrieval.answering import answer
-from retrieval.models import AuditEvent, Citation, Conversation, Message
+from retrieval.models import Citation, Conversation, Message
 from retrieval.retention import purge_expired
 from tests.documents import FACT, write_markdown
 
@@ -191,13 +192,9 @@ def test_support_views_of_conversations_messages_citations_and_keys(client, admi
     ]:
         response = client.get(url)
         assert response.status_code == 200, url
-    assert (
-        key.key_hash.encode() not in client.get(f"/admin/core/apikey/{key.pk}/change/").content
-    )
+    assert key.key_hash.encode() not in client.get(f"/admin/core/apikey/{key.pk}/change/").content
 
-    revoke = client.post(
-        "/admin/core/apikey/", {"action": "revoke", "_selected_action": [key.pk]}
-    )
+    revoke = client.post("/admin/core/apikey/", {"action": "revoke", "_selected_action": [key.pk]})
     assert revoke.status_code == 302
     key.refresh_from_db()
     assert key.revoked_at is not None

@@ -14,9 +14,9 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from core import apikeys
 from ingestion.models import Chunk, Document
 from ingestion.services import delete_document
-from retrieval import apikeys
 from retrieval.models import Citation, Conversation, Message
 from tests.database_scan import columns, columns_containing, tsvector_columns
 from tests.documents import write_markdown

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from core import egress
 from ingestion.models import Document
-from ragsite import egress
 from tests.documents import FACT, write_html, write_pdf
 from tests.egress_guard import CHILD_LOG, child_violations
 
@@ -235,7 +235,7 @@ def test_the_guard_sees_unstructureds_telemetry_ping_when_the_offline_switches_a
     code = """
 import importlib.util, json
 # Load the guard module by path: importing the ragsite package would switch telemetry off.
-spec = importlib.util.spec_from_file_location("guard", "ragsite/egress.py")
+spec = importlib.util.spec_from_file_location("guard", "core/egress.py")
 egress = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(egress)
 egress.install()
@@ -259,7 +259,7 @@ import json
 import ragsite  # offline switches and the guard
 import spacy, en_core_web_sm
 from unstructured.nlp.tokenize import _get_nlp, sent_tokenize
-from ragsite import egress
+from core import egress
 nlp = spacy.load("en_core_web_sm")
 unstructured_nlp = _get_nlp()
 print(json.dumps({
@@ -336,7 +336,7 @@ def test_a_manage_py_child_reports_its_own_guard_installed_and_logs_to_the_share
     logged_before = len(child_violations())
     code = f"""
 import json, os, socket
-from ragsite import egress
+from core import egress
 refused = None  # never tried without the guard: nothing may be sent
 if egress.is_installed():
     try:

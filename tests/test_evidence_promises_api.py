@@ -23,9 +23,10 @@ from django.test import override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from core import apikeys
+from core.models import ApiKey
 from ingestion.models import Document
-from retrieval import apikeys
-from retrieval.models import ApiKey, Conversation, Message
+from retrieval.models import Conversation, Message
 from tests.conftest import make_collection
 from tests.documents import write_markdown, write_text
 from tests.fakes.openai_server import fake_llm  # noqa: F401  (fixture)

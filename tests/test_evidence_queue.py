@@ -14,8 +14,8 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from core import apikeys
 from ingestion.models import Document
-from retrieval import apikeys
 from tests.documents import FACT, write_markdown
 
 pytestmark = pytest.mark.django_db

@@ -14,7 +14,7 @@ from axes.models import AccessAttempt
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 
-from retrieval import apikeys
+from core import apikeys
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "a-long-test-password"

@@ -19,7 +19,7 @@ CHILD = r"""
 import json, os
 from pathlib import Path
 import ragsite  # what the worker imports first: offline switches and the Python guard
-from ragsite import egress
+from core import egressNone
 
 def lines(path):
     try:

@@ -11,7 +11,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.cache import cache
 
-from retrieval import apikeys
+from core import apikeys
 from retrieval.models import Conversation, Message
 from retrieval.serializers import MAX_CHAT_MESSAGES
 from tests.conftest import make_collection

@@ -24,9 +24,10 @@ from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.urls import reverse
 
+from core.models import AuditEvent
 from ingestion import permissions, pipeline, services
 from ingestion.models import Chunk, Collection, Document
-from retrieval.models import AuditEvent, Conversation
+from retrieval.models import Conversation
 from retrieval.search import search
 
 SEED = int(os.environ.get("RAG_FUZZ_SEED", "20261106"))

@@ -11,7 +11,7 @@ from django.core.cache import cache
 from django.test import Client
 from rest_framework.test import APIClient
 
-from retrieval import apikeys
+from core import apikeys
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from ragsite.egress import endpoint_allowed
+from core.egress import endpoint_allowed
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,7 +16,7 @@ from django.core.cache import cache
 from markdown_it import MarkdownIt
 from rest_framework.test import APIClient
 
-from retrieval import apikeys
+from core import apikeys
 from retrieval.models import Message
 from retrieval.rendering import AnswerSanitizer, sanitize_answer
 from tests.documents import FACT, write_markdown

@@ -20,7 +20,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from core import apikeys
-from retrieval.models import ApiKey
+from core.models import ApiKey
 from tests.conftest import REDIS_URL, redis_available, required
 
 pytestmark = pytest.mark.django_db

@@ -14,9 +14,9 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from core.models import AuditEvent
 from ingestion import permissions
 from ingestion.models import Collection, Document
-from retrieval.models import AuditEvent
 from tests.conftest import make_collection
 
 pytestmark = pytest.mark.django_db

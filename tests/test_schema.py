@@ -19,7 +19,7 @@ from drf_spectacular.validation import validate_schema
 from hypothesis import HealthCheck, settings
 from rest_framework.test import APIClient
 
-from retrieval import apikeys
+from core import apikeys
 from retrieval.models import Conversation
 from tests.conftest import make_collection
 from tests.documents import FACT, write_markdown

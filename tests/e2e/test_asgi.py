@@ -17,7 +17,7 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from playwright.sync_api import expect
 
-from retrieval import apikeys
+from core import apikeys
 from tests.conftest import make_collection, stop_worker
 from tests.documents import FACT, write_markdown, write_pdf
 from tests.e2e.conftest import PASSWORD, open_page, serve_asgi, sign_in

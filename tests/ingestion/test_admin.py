@@ -7,8 +7,8 @@ from django.contrib.auth.models import Permission, User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
+from core.models import AuditEvent
 from ingestion.models import Document
-from retrieval.models import AuditEvent
 from tests.conftest import make_collection
 
 pytestmark = pytest.mark.django_db

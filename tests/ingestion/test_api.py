@@ -12,9 +12,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
 from rest_framework.test import APIClient
 
+from core import apikeys
+from core.models import AuditEvent
 from ingestion.models import Chunk, Collection, Document
-from retrieval import apikeys
-from retrieval.models import AuditEvent
 from tests.conftest import make_collection
 from tests.documents import FACT, write_markdown
 

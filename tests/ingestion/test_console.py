@@ -12,9 +12,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from core.models import AuditEvent
 from ingestion import pipeline
 from ingestion.models import Collection, Document
-from retrieval.models import AuditEvent
 from tests.conftest import make_collection
 from tests.documents import write_text
 

@@ -7,6 +7,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 
+from core.models import AuditEvent
 from retrieval import prompts
 from retrieval.answering import (
     NO_ANSWER_TEXT,
@@ -15,7 +16,7 @@ from retrieval.answering import (
     rewrite_query,
     stream_answer,
 )
-from retrieval.models import AuditEvent, Citation, Conversation, Message
+from retrieval.models import Citation, Conversation, Message
 from tests.conftest import make_collection
 from tests.documents import write_markdown
 

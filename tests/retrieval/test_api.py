@@ -15,8 +15,9 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from core import apikeys
+from core.models import ApiKey, AuditEvent
 from ingestion.models import Collection, Document
-from retrieval.models import ApiKey, AuditEvent, Conversation, Message
+from retrieval.models import Conversation, Message
 from tests.conftest import make_collection
 from tests.documents import FACT, write_markdown
 from tests.keys import key_user

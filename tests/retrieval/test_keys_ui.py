@@ -13,7 +13,7 @@ from django.test import Client
 from django.urls import reverse
 
 from core import apikeys
-from retrieval.models import ApiKey, AuditEvent
+from core.models import ApiKey, AuditEvent
 from tests.keys import key_user
 
 KEYS = "/keys/"

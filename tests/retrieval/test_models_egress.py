@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from ragsite import egress, model_http
+from core import egress, model_http
 from retrieval import llm
 from tests.fakes.proxy_server import RecordingProxy, proxy_everywhere  # noqa: F401
 

@@ -10,8 +10,9 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
+from core.models import AuditEvent
 from ingestion.models import Document
-from retrieval.models import AuditEvent, Citation, Conversation, Message
+from retrieval.models import Citation, Conversation, Message
 from tests.conftest import make_collection
 from tests.documents import write_markdown, write_pdf, write_text
 

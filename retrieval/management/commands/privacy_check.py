@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from ragsite import egress, model_http, offline
+from core import egress, model_http
+from ragsite import offline
 
 OK, NOTE, WARN, FAIL = "ok", "note", "warn", "FAIL"
 
