@@ -14,7 +14,10 @@ from typing import Any
 
 from django.core.asgi import get_asgi_application
 
+from ragsite import bootstrap
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ragsite.settings")
+bootstrap.prepare()  # the data dir, the secret key, the embedded database: before any connection
 django_application = get_asgi_application()
 
 from django.conf import settings  # noqa: E402  (after setup, like Django's own asgi.py)

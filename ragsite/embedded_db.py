@@ -1,7 +1,8 @@
 """The embedded PostgreSQL 18 + pgvector server used when DATABASE_URL is not set.
 
-Every process that needs the database (web, worker, manage.py) takes a handle; the server keeps
-running while any handle is alive and is stopped when the last holder exits. The library keeps
+Every process that needs the database (web, worker, manage.py) takes a handle, in
+ragsite.bootstrap.prepare(), never when the settings are imported; the server keeps running while
+any handle is alive and is stopped when the last holder exits. The library keeps
 the holders' pids in a file and never forgets one whose process was killed (out of memory,
 SIGKILL), which would keep the server running forever: dead holders are dropped when a process
 takes its handle and again just before it lets go, so `make run`'s Ctrl-C stops the server.

@@ -1,12 +1,15 @@
 """Django settings for ragsite: every knob comes from an environment variable.
 
-The README's configuration table lists each variable; defaults are safe for a laptop.
+The README's configuration table lists each variable; defaults are safe for a laptop. Importing
+this module only reads the environment and files: it starts no server and writes nothing, so that
+tools (mypy's plugin, import-linter, makemigrations --check, collectstatic) can load it anywhere.
+What a running process needs first (the data dir, the secret key file, the embedded database) is
+done by ragsite.bootstrap.prepare(), which every entry point calls before Django connects.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -44,22 +47,22 @@ MEDIA_ROOT = Path(env("RAG_MEDIA_ROOT", str(DATA_DIR / "media"))).resolve()
 MEDIA_URL = "/media/"  # never served publicly: downloads go through a permission-checked view
 STATIC_URL = "/static/"
 STATIC_ROOT = Path(env("RAG_STATIC_ROOT", str(DATA_DIR / "static"))).resolve()
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missing one
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
 
+SECRET_KEY_FILE = DATA_DIR / "secret_key"
+
+
 def _secret_key() -> str:
-    """SECRET_KEY from the environment, else one generated once and kept under the data dir."""
+    """SECRET_KEY from the environment, else the one kept under the data dir (generated there by
+    ragsite.bootstrap.prepare()). Neither yet: empty, and Django refuses it where a key is used."""
     key = env("DJANGO_SECRET_KEY")
     if key:
         return key
-    path = DATA_DIR / "secret_key"
-    if not path.exists():
-        from ragsite.private_files import create_private_file
-
-        # 0600 from creation: never readable by others, not even between a write and a chmod.
-        create_private_file(path, secrets.token_urlsafe(50))
-    return path.read_text().strip()
+    try:
+        return SECRET_KEY_FILE.read_text().strip()
+    except FileNotFoundError:
+        return ""
 
 
 SECRET_KEY = _secret_key()
@@ -147,13 +150,23 @@ def _database_from_url(url: str) -> dict:
     }
 
 
+# Without DATABASE_URL: the embedded server under the data dir. Where it listens is known only
+# once it runs, so ragsite.bootstrap.prepare() starts it and fills in HOST, PORT and USER before
+# the first connection. Until then HOST is the server's own folder (where it puts its socket when
+# that path is short enough): a process that skipped the bootstrap reaches this data dir's server
+# or fails naming that folder, never some other PostgreSQL on this machine.
 EMBEDDED_DB_DIR = DATA_DIR / "pgdata"
-if env("DATABASE_URL"):
-    _db = _database_from_url(env("DATABASE_URL"))
+EMBEDDED_DB = not env("DATABASE_URL")
+if EMBEDDED_DB:
+    _db = {
+        "NAME": env("RAG_DB_NAME", "ragsite"),
+        "HOST": str(EMBEDDED_DB_DIR),
+        "PORT": "",
+        "USER": "postgres",
+        "PASSWORD": "",
+    }
 else:
-    from ragsite.embedded_db import ensure_server
-
-    _db = ensure_server(EMBEDDED_DB_DIR, env("RAG_DB_NAME", "ragsite"))
+    _db = _database_from_url(env("DATABASE_URL"))
 
 DATABASES = {
     "default": {

@@ -1,5 +1,6 @@
 """Shared fixtures: isolated media and broker folders, a real Celery worker process, users and
-collections. The database is the embedded PostgreSQL with pgvector (pytest-django's test DB)."""
+collections. The database is the embedded PostgreSQL with pgvector (pytest-django's test DB),
+started below, or the server DATABASE_URL names."""
 
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ from django.contrib.auth.models import Group, User
 from django.db import connection
 
 from ingestion.models import Collection, Document
+from ragsite import bootstrap
+
+# pytest-django set Django up before this module was imported, and nothing has connected yet: the
+# embedded server starts here and fills in the settings from which the test database is made.
+bootstrap.prepare()
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_EVAL = ROOT.parent / "shared" / "eval" / "dev"

@@ -51,9 +51,11 @@ def test_the_secret_key_file_is_private_from_its_creation(tmp_path):
         os.umask(0)
         seen = []
         watch({str(data_dir)!r}, "secret_key", seen)
-        import django
+        from ragsite import bootstrap
+        bootstrap.prepare()  # what every entry point does first: it generates the key file
         from django.conf import settings
         key = settings.SECRET_KEY
+        assert key == open({str(data_dir / "secret_key")!r}).read().strip()
         for event, name, mode in seen:
             print(event, name, oct(mode))
         """
@@ -62,7 +64,7 @@ def test_the_secret_key_file_is_private_from_its_creation(tmp_path):
     env.update(
         RAG_DATA_DIR=str(data_dir),
         DJANGO_SETTINGS_MODULE="ragsite.settings",
-        # Importing the settings does not connect; this keeps the embedded server out of it.
+        # This keeps the embedded server out of it: only the files are prepared.
         DATABASE_URL="postgresql://nobody@/nothing?host=/nonexistent",
     )
     done = subprocess.run(

@@ -25,8 +25,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from core.private_files import create_private_file
 from ingestion import pipeline
-from ragsite.private_files import create_private_file
 
 ADMIN_USERNAME = "admin"
 PID_FILE = "serve.pid"
@@ -251,7 +251,8 @@ class Command(BaseCommand):
 
     def _start(self, command: list[str]) -> subprocess.Popen:
         # Own sessions: Ctrl-C reaches only us, and we stop the children in order.
-        # Children share the embedded database: each takes its own handle on it.
+        # Children share the embedded database: each bootstraps itself (ragsite.asgi, the worker's
+        # start) and so takes its own handle on it; the server stops when the last of us exits.
         return subprocess.Popen(command, cwd=settings.BASE_DIR, start_new_session=True)
 
     def _ask_to_stop(self, signum, frame) -> None:
@@ -372,4 +373,4 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def _embedded_database() -> bool:
-    return not os.environ.get("DATABASE_URL")
+    return settings.EMBEDDED_DB

@@ -1,0 +1,53 @@
+"""What a ragsite process needs before Django touches its data: the data folders, the secret key
+file, and (without DATABASE_URL) the embedded PostgreSQL, started or reused, in the settings.
+
+Importing ragsite.settings does none of this (it only reads), so every entry point calls
+prepare() first: manage.py, ragsite/asgi.py, ragsite/wsgi.py, the Celery worker (ragsite/celery.py)
+and the test suite (tests/conftest.py). Django reads DATABASES at its first connection, so filling
+them in here, after the settings were loaded, is in time as long as nothing has connected yet.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from core.private_files import create_private_file
+
+_prepared: set[str] = set()
+
+
+def prepare(*, database: bool = True) -> None:
+    """Ready this process: folders, secret key, and with `database` the embedded server (a
+    handle on it: the server stops when the last process holding one exits). Idempotent."""
+    if "files" not in _prepared:
+        settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
+        # WhiteNoise warns about a missing static folder.
+        settings.STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+        _ensure_secret_key()
+        _prepared.add("files")
+    if database and "database" not in _prepared:
+        if settings.EMBEDDED_DB:
+            from ragsite.embedded_db import ensure_server
+
+            # In place: a connection object made before this (not yet connected) sees it too.
+            default = settings.DATABASES["default"]
+            default.update(ensure_server(settings.EMBEDDED_DB_DIR, default["NAME"]))
+        _prepared.add("database")
+
+
+def _ensure_secret_key() -> None:
+    """Without DJANGO_SECRET_KEY: generate the key file once, 0600 from its creation (never
+    readable by others, not even between a write and a chmod), and use what it holds."""
+    try:
+        if settings.SECRET_KEY:
+            return
+    except ImproperlyConfigured:  # empty: neither the environment nor the file has one yet
+        pass
+    path = settings.SECRET_KEY_FILE
+    # Two processes starting at once (the web server and a worker) end up with the one file
+    # whichever of them came first made.
+    create_private_file(path, secrets.token_urlsafe(50))
+    settings.SECRET_KEY = path.read_text().strip()
