@@ -21,10 +21,10 @@ COPY templates ./templates
 COPY static ./static
 COPY manage.py ./
 RUN pip install . ./packaging/en_core_web_sm && mkdir -p /data
-# Static files collected at build time; the database is not touched by collectstatic.
+# Static files collected at build time. collectstatic only reads the settings: no database, no
+# secret key, nothing written under /data (manage.py runs it without ragsite.bootstrap).
 ENV RAG_STATIC_ROOT=/app/staticfiles
-RUN DATABASE_URL=postgresql://build@localhost/build DJANGO_SECRET_KEY=build \
-    python manage.py collectstatic --noinput
+RUN python manage.py collectstatic --noinput
 
 RUN useradd --system --home /data ragsite && chown ragsite /data
 USER ragsite
