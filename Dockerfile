@@ -14,6 +14,7 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN pip install torch==2.13.0 --index-url "$TORCH_INDEX_URL"
 COPY pyproject.toml README.md ./
 COPY packaging ./packaging
+COPY core ./core
 COPY ragsite ./ragsite
 COPY ingestion ./ingestion
 COPY retrieval ./retrieval
