@@ -14,6 +14,24 @@ import os
 import socket
 from urllib.parse import urlsplit
 
+# Every library we use switched to offline, telemetry-free mode: ragsite/offline.py sets these in
+# every process before anything else is imported; privacy_check reports them.
+OFFLINE_ENV = {
+    # unstructured pings a remote analytics endpoint at import unless one of these is set.
+    "DO_NOT_TRACK": "1",
+    "SCARF_NO_ANALYTICS": "true",
+    "UNSTRUCTURED_DISABLE_NOTICE": "1",
+    # Hugging Face libraries: never reach the hub, never report usage.
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
 _installed = False
 violations: list[str] = []
 

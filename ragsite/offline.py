@@ -6,21 +6,7 @@ code is imported in any entry point (manage.py, the Celery worker, the ASGI serv
 
 import os
 
-OFFLINE_ENV = {
-    # unstructured pings a remote analytics endpoint at import unless one of these is set.
-    "DO_NOT_TRACK": "1",
-    "SCARF_NO_ANALYTICS": "true",
-    "UNSTRUCTURED_DISABLE_NOTICE": "1",
-    # Hugging Face libraries: never reach the hub, never report usage.
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "TRANSFORMERS_VERBOSITY": "error",
-    "TOKENIZERS_PARALLELISM": "false",
-}
+from core.egress import OFFLINE_ENV  # the switches; core, so that checks can read them too
 
 
 def apply() -> None:

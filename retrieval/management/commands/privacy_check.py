@@ -14,7 +14,6 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from core import egress, model_http
-from ragsite import offline
 
 OK, NOTE, WARN, FAIL = "ok", "note", "warn", "FAIL"
 
@@ -97,7 +96,7 @@ def collect_findings() -> list[Finding]:
     findings.append(_service("database", os.environ.get("DATABASE_URL", ""), allowed))
     findings.append(_service("task broker", settings.CELERY_BROKER_URL, allowed))
 
-    for name, expected in offline.OFFLINE_ENV.items():
+    for name, expected in egress.OFFLINE_ENV.items():
         actual = os.environ.get(name)
         if actual == expected:
             continue
@@ -106,8 +105,8 @@ def collect_findings() -> list[Finding]:
                 FAIL, "telemetry", f"{name}={actual!r}, expected {expected!r} (ragsite.offline)"
             )
         )
-    if all(os.environ.get(k) == v for k, v in offline.OFFLINE_ENV.items()):
-        switches = ", ".join(f"{k}={v}" for k, v in offline.OFFLINE_ENV.items())
+    if all(os.environ.get(k) == v for k, v in egress.OFFLINE_ENV.items()):
+        switches = ", ".join(f"{k}={v}" for k, v in egress.OFFLINE_ENV.items())
         findings.append(Finding(OK, "telemetry", f"off and hubs offline: {switches}"))
 
     findings.append(
