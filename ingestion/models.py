@@ -139,3 +139,22 @@ class Chunk(models.Model):
 
     def __str__(self) -> str:
         return f"{self.document_id}#{self.ordinal}"
+
+
+class TermStatistic(models.Model):
+    """How many searchable passages (chunks of ready documents) of a collection hold a lexeme:
+    the document frequencies full-text search weighs words by. The row with the empty lexeme
+    (never a real one) counts the collection's searchable passages.
+
+    Written only by PostgreSQL triggers on chunks and documents (migration 0004), in the same
+    transaction as the change, so every write path keeps it right; read by retrieval.search.
+    """
+
+    pk = models.CompositePrimaryKey("collection_id", "lexeme")
+    # No foreign key: rows leave with the chunks they count, in whatever order a delete runs.
+    collection_id = models.BigIntegerField()
+    lexeme = models.TextField()
+    passages = models.IntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.collection_id}:{self.lexeme or '(passages)'}={self.passages}"
