@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator
 from dataclasses import replace
 from itertools import islice
 from typing import Generic, TypeVar, assert_never
@@ -92,7 +92,7 @@ def event_stream_response(
 WEB_STREAM_FAILED = "Something went wrong while answering. Try again."
 
 
-def web_sse(events: Iterator[AnswerEvent]) -> Iterator[bytes]:
+def web_sse(events: Iterator[AnswerEvent]) -> Generator[bytes, None, None]:
     """The chat page's events. Text travels as JSON strings; the page inserts it as text nodes
     and later swaps in the server's sanitised rendering (`fragment_url`)."""
     message_id = 0
@@ -161,7 +161,7 @@ def citation_dicts(citations: list[CitationView]) -> list[dict]:
     return list(CitationSerializer(citations, many=True).data)
 
 
-def fail_fast(events: Iterator[AnswerEvent]) -> Iterator[AnswerEvent]:
+def fail_fast(events: Iterator[AnswerEvent]) -> Replayed:
     """Run the answer up to its first event after Meta, so a model that is down is reported with
     a real status code (503) before any bytes of a stream are sent. Returns the whole stream."""
     head: list[AnswerEvent] = []
@@ -218,7 +218,7 @@ def collect_for_api(events: Iterable[AnswerEvent]) -> CollectedAnswer:
     return replace(answer, text=sanitize_answer(answer.text))
 
 
-def api_sse(events: Iterator[AnswerEvent]) -> Iterator[bytes]:
+def api_sse(events: Iterator[AnswerEvent]) -> Generator[bytes, None, None]:
     """/api/v1/ask with stream=true: meta, token…, citations, done (or error)."""
     try:
         for event in sanitized(events):
@@ -247,7 +247,7 @@ def api_sse(events: Iterator[AnswerEvent]) -> Iterator[bytes]:
 OPENAI_DONE = b"data: [DONE]\n\n"
 
 
-def openai_chunks(base: dict, events: Iterator[AnswerEvent]) -> Iterator[bytes]:
+def openai_chunks(base: dict, events: Iterator[AnswerEvent]) -> Generator[bytes, None, None]:
     """OpenAI's chat.completion.chunk stream: a role chunk, content chunks, a stop chunk (with our
     citations, conversation_id and outcome), [DONE]; an error object if the answer fails."""
 

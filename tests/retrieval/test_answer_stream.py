@@ -212,7 +212,7 @@ def test_the_first_events_are_read_ahead_and_replayed():
 
     assert next(stream) == Token("Grüße, ")  # fail_fast read meta and thinking only
     assert list(events) == [Meta(7, 42), Thinking(), *answered()[3:]]
-    events.close()  # type: ignore[attr-defined]
+    events.close()
     assert stream.closed
 
 
