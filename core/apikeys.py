@@ -81,6 +81,17 @@ def create_key(
     return key, plaintext
 
 
+def may_manage_keys_of(actor: User, owner: User) -> bool:
+    """Whether `actor` may list, create and revoke `owner`'s keys. A key acts with its owner's
+    permissions, so acting for someone else is for key administrators only, and a superuser's
+    keys only for another superuser (anything less would be a way up to superuser)."""
+    if actor.pk == owner.pk:
+        return True
+    if not (actor.is_active and actor.is_staff and actor.has_perm("core.change_apikey")):
+        return False
+    return actor.is_superuser or not owner.is_superuser
+
+
 def keys_for(user: User) -> QuerySet[ApiKey]:
     """The user's own keys, newest first, revoked ones included (they show as revoked)."""
     return ApiKey.objects.filter(user=user).order_by("-created_at", "-id")
@@ -151,7 +162,7 @@ def record_use(key: ApiKey, request: HttpRequest | None = None) -> None:
         audit.record(
             AuditEvent.Action.API_KEY_USED,
             user=key.user,
-            via="api",
+            via=AuditEvent.Via.API,
             detail={"key_id": key.pk, "prefix": key.prefix},
             request=request,
         )

@@ -214,7 +214,7 @@ AXES_IPWARE_META_PRECEDENCE_ORDER = (
 )
 # axes reads the AXES_IPWARE_* settings only when django-ipware is installed (it is not), and
 # otherwise keys lockouts on the proxy's address; the audit log's rule applies them to both.
-AXES_CLIENT_IP_CALLABLE = "retrieval.audit.client_ip"
+AXES_CLIENT_IP_CALLABLE = "core.audit.client_ip"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env("TZ", "UTC") or "UTC"
@@ -363,13 +363,13 @@ else:
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "retrieval.authentication.BearerApiKeyAuthentication",
+        "core.authentication.BearerApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "retrieval.api.common.ApiPagination",
     "DEFAULT_THROTTLE_CLASSES": ["retrieval.api.common.ApiRateThrottle"],
-    "EXCEPTION_HANDLER": "ragsite.api_errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "core.api_errors.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "ragsite API",
@@ -381,7 +381,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,  # multipart uploads get their own request component
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "ragsite.api_errors.add_error_responses",
+        "core.api_errors.add_error_responses",
     ],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -19,8 +19,10 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
+from core import audit
+from core.audit import Action, Via
 from ingestion.permissions import readable_collection_ids
-from retrieval import audit, evidence, extractive, llm, prompts, services
+from retrieval import evidence, extractive, llm, prompts, services
 from retrieval.answer_events import (
     AnswerEvent,
     Citations,
@@ -33,6 +35,7 @@ from retrieval.answer_events import (
     Token,
     collect,
 )
+from retrieval.citations import CITATION_MARKER
 from retrieval.limits import MAX_QUESTION_CHARS
 from retrieval.models import Citation, Conversation, Message
 from retrieval.search import Passage, SearchTimeout, SearchUnavailable, search
@@ -61,7 +64,7 @@ def stream_answer(
     *,
     conversation: Conversation | None = None,
     collection_id: int | None = None,
-    via: str = "web",
+    via: Via = Via.WEB,
 ) -> Iterator[AnswerEvent]:
     """Answer `question` for `user`, streamed as AnswerEvents.
 
@@ -85,7 +88,7 @@ def answer(
     *,
     conversation: Conversation | None = None,
     collection_id: int | None = None,
-    via: str = "web",
+    via: Via = Via.WEB,
 ) -> CollectedAnswer:
     """`stream_answer`, collected. A failed answer has outcome model_unavailable or error and
     the friendly message as its text."""
@@ -184,7 +187,7 @@ class MarkerFilter:
         return text
 
     def _resolve(self, marker: str) -> str:
-        match = prompts._MARKER.fullmatch(marker)
+        match = CITATION_MARKER.fullmatch(marker)
         if not match:
             return marker  # "[]", "[ ]": not a citation, keep as written
         numbers = [int(n) for n in match.group(1).split(",")]
@@ -279,7 +282,7 @@ def _stream(
     question: str,
     conversation: Conversation | None,
     collection_id: int | None,
-    via: str,
+    via: Via,
 ) -> Iterator[AnswerEvent]:
     started = time.monotonic()
     if conversation is None:
@@ -376,18 +379,19 @@ def _stream(
         reply.outcome = outcome or Message.Outcome.ERROR
         reply.generator = generator_name[:200]
         reply.latency_ms = int((time.monotonic() - started) * 1000)
-        reply.save(update_fields=["content", "outcome", "generator", "latency_ms"])
-        audit.record(
-            "ask",
-            user=user,
-            via=via,
-            question=question,
-            document_ids=cited_documents,
-            detail={
-                "conversation_id": conversation.pk,
-                "message_id": reply.pk,
-                "outcome": reply.outcome,
-            },
-        )
+        with transaction.atomic():  # the answer and its audit row: both or neither
+            reply.save(update_fields=["content", "outcome", "generator", "latency_ms"])
+            audit.record(
+                Action.ASK,
+                user=user,
+                via=via,
+                question=question,
+                document_ids=cited_documents,
+                detail={
+                    "conversation_id": conversation.pk,
+                    "message_id": reply.pk,
+                    "outcome": reply.outcome,
+                },
+            )
     if outcome in (Message.Outcome.ANSWERED, Message.Outcome.NO_ANSWER):
         yield Done(outcome)

@@ -18,6 +18,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
+from core.audit import Via
 from ingestion import pipeline, services
 from ingestion.models import Collection, Document
 
@@ -192,7 +193,7 @@ def ingest_corpus(directory: Path, collection_name: str, reingest: bool = False)
     failed: list[str] = []
     for path in files:
         try:
-            result = services.register_path(collection, path, enqueue=False)
+            result = services.register_path(collection, path, enqueue=False, via=Via.CLI)
         except services.UploadRejected as exc:
             failed.append(f"{path.name}: {exc}")
             continue
@@ -417,7 +418,7 @@ def run_answers(questions: Sequence[Question], collection: Collection) -> list[A
         for question in questions:
             started = time.perf_counter()
             reply = answering.answer(
-                user, question.question, collection_id=collection.pk, via="cli"
+                user, question.question, collection_id=collection.pk, via=Via.CLI
             )
             elapsed = time.perf_counter() - started
             cited = tuple(

@@ -292,7 +292,7 @@ class OpenAICompatibleGenerator:
         url = self.base_url + "/chat/completions"
         for attempt in range(CONNECT_RETRIES + 1):
             try:
-                # The client ignores proxy settings and pins the connection (ragsite.model_http).
+                # The client ignores proxy settings and pins the connection (core.model_http).
                 with (
                     model_http.model_client(self.timeout) as client,
                     client.stream("POST", url, json=body, headers=self._headers()) as response,

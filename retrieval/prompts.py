@@ -49,7 +49,6 @@ QUESTION_LABEL = "Question:"
 # between the two `\s*` is tried. The second run of blanks may only follow the slash.
 _LOOKALIKE = re.compile(r"<\s*(?:/\s*)?(passages?|question|system|instructions?)\b", re.IGNORECASE)
 _SPECIAL_TOKEN = re.compile(r"<\|")
-_MARKER = CITATION_MARKER  # until retrieval.answering uses the public name
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ from datetime import datetime
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 
+from ingestion.models import Chunk, Document
 from ingestion.permissions import readable_documents
 from retrieval.answering import CitationView, citation_view
 from retrieval.models import Citation, Conversation, Message
@@ -142,3 +143,64 @@ def message_of(user: User | AnonymousUser, message_id: int) -> Message | None:
         .filter(pk=message_id, conversation__user=user)
         .first()
     )
+
+
+@dataclass(frozen=True)
+class LibraryState:
+    """What the user's readable collections hold, for the chat page's empty and busy states."""
+
+    ready: int
+    in_progress: int
+    failed: int
+
+
+def library_state(user: User | AnonymousUser) -> LibraryState:
+    counts = readable_documents(user).aggregate(
+        ready=Count("pk", filter=Q(status=Document.Status.READY)),
+        in_progress=Count(
+            "pk", filter=Q(status__in=[Document.Status.QUEUED, Document.Status.PROCESSING])
+        ),
+        failed=Count("pk", filter=Q(status=Document.Status.FAILED)),
+    )
+    return LibraryState(**counts)
+
+
+@dataclass(frozen=True)
+class PassagePart:
+    text: str
+    cited: bool
+
+
+def passage_in_context(citation: Citation) -> list[PassagePart]:
+    """The cited chunk between its neighbours, so the reader sees it in its surroundings. The
+    caller has checked the citation is visible to its reader (visible_citation)."""
+    chunk = citation.chunk
+    if chunk is None:  # re-ingested since: the chunk is gone, the stored snippet is what we have
+        return [PassagePart(citation.snippet, True)]
+    around = {
+        part.ordinal: part.text
+        for part in Chunk.objects.filter(
+            document_id=chunk.document_id,
+            ordinal__gte=chunk.ordinal - 1,
+            ordinal__lte=chunk.ordinal + 1,
+        ).only("ordinal", "text")
+    }
+    parts = []
+    if (before := around.get(chunk.ordinal - 1)) is not None:
+        parts.append(PassagePart(_without_overlap(before, chunk.text, at_end=True), False))
+    parts.append(PassagePart(chunk.text, True))
+    if (after := around.get(chunk.ordinal + 1)) is not None:
+        parts.append(PassagePart(_without_overlap(after, chunk.text, at_end=False), False))
+    return [part for part in parts if part.text.strip()]
+
+
+def _without_overlap(neighbour: str, cited: str, *, at_end: bool) -> str:
+    """Neighbouring chunks repeat whole lines of the cited one (the chunker's overlap); drop
+    them so the context does not show the passage twice."""
+    lines, cited_lines = neighbour.split("\n"), cited.split("\n")
+    for size in range(min(len(lines), len(cited_lines)), 0, -1):
+        if at_end and lines[-size:] == cited_lines[:size]:
+            return "\n".join(lines[:-size])
+        if not at_end and lines[:size] == cited_lines[-size:]:
+            return "\n".join(lines[size:])
+    return neighbour

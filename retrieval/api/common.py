@@ -50,7 +50,7 @@ class ApiRateThrottle(SimpleRateThrottle):
 
 class AskRateThrottle(ApiRateThrottle):
     """Answers run the model: a smaller budget, on top of the general one, shared with the web
-    page's answers (retrieval.views.ask)."""
+    page's answers (retrieval.web.chat.ask)."""
 
     scope = "ask"
     setting = "RAG_ASK_RATE"

@@ -68,7 +68,7 @@ def start_answer(
     question: str,
     conversation: Conversation | None,
     collection_id: int | None,
-    via: str = "api",
+    via: Via = Via.API,
 ) -> Iterator[AnswerEvent]:
     """answering.stream_answer with its boundary errors (empty question, someone else's
     conversation) turned into API errors."""

@@ -160,7 +160,7 @@ def collect_findings() -> list[Finding]:
 
 
 def _proxies() -> Finding:
-    """Proxy variables: model traffic ignores them (ragsite.model_http), but other HTTP clients
+    """Proxy variables: model traffic ignores them (core.model_http), but other HTTP clients
     in the process (a library's update check) may not, so an admin should know they are there."""
     present = model_http.proxy_variables_set()
     if not present:

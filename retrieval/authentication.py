@@ -1,3 +1,0 @@
-"""Moved to core.authentication; this name stays until the last callers are updated."""
-
-from core.authentication import *  # noqa: F403
