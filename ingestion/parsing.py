@@ -206,12 +206,12 @@ def preload() -> None:
     import lxml.html  # noqa: F401
     import pdfminer.high_level  # noqa: F401
     import pypdf  # noqa: F401
-    import unstructured.partition.docx  # noqa: F401
-    import unstructured.partition.email  # noqa: F401
-    import unstructured.partition.html  # noqa: F401
-    import unstructured.partition.md  # noqa: F401
-    import unstructured.partition.pptx  # noqa: F401
-    import unstructured.partition.text  # noqa: F401
+    import unstructured.partition.docx
+    import unstructured.partition.email
+    import unstructured.partition.html
+    import unstructured.partition.md
+    import unstructured.partition.pptx
+    import unstructured.partition.text
     import unstructured.partition.xlsx  # noqa: F401
 
 

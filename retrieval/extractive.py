@@ -19,6 +19,7 @@ How an excerpt is chosen:
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -391,7 +392,7 @@ def _question_terms(question: str) -> set[str]:
     words = content_words(question)
     terms = {_stem(word) for word in words}
     # "deep copy" should meet "deepcopy": adjacent words joined count as a term too.
-    terms |= {a + b for a, b in zip(words, words[1:], strict=False)}
+    terms |= {a + b for a, b in itertools.pairwise(words)}
     return terms
 
 

@@ -55,8 +55,10 @@ def test_question_text_is_not_kept_when_auditing_questions_is_off(settings, user
     )
 
     asked = AuditEvent.objects.get(action="ask", user=user)
-    assert asked.question == "" and asked.document_ids == [budget_document.pk]
-    assert event.question == "" and event.detail == {"n": 1}
+    assert asked.question == ""
+    assert asked.document_ids == [budget_document.pk]
+    assert event.question == ""
+    assert event.detail == {"n": 1}
 
 
 def test_the_client_address_is_the_socket_peer_unless_behind_a_trusted_proxy(settings, rf, user):
@@ -70,7 +72,7 @@ def test_the_client_address_is_the_socket_peer_unless_behind_a_trusted_proxy(set
 def test_deleting_a_document_and_using_an_api_key_are_recorded(
     client, user, admin_user, budget_document
 ):
-    key, plaintext = apikeys.create_key(user, "reporting tool")
+    _key, plaintext = apikeys.create_key(user, "reporting tool")
     response = client.get("/api/v1/documents/", HTTP_AUTHORIZATION=f"Bearer {plaintext}")
     assert response.status_code == 200
     client.force_login(admin_user)
@@ -80,7 +82,8 @@ def test_deleting_a_document_and_using_an_api_key_are_recorded(
     actions = set(AuditEvent.objects.values_list("action", flat=True))
     assert {"api_key_created", "api_key_used", "delete"} <= actions
     deleted = AuditEvent.objects.get(action="delete")
-    assert deleted.username == "admin" and deleted.document_ids == [budget_document.pk]
+    assert deleted.username == "admin"
+    assert deleted.document_ids == [budget_document.pk]
 
 
 # --- CSV export --------------------------------------------------------------------------------
@@ -99,11 +102,13 @@ def test_csv_export_says_who_asked_what_when_and_which_documents(user, budget_do
     assert count == len(rows) == 3
     assert list(rows[0]) == audit.CSV_COLUMNS
     asked = next(r for r in rows if r["action"] == "ask")
-    assert asked["user"] == "staff" and asked["question"].startswith("What is the Zephyr")
+    assert asked["user"] == "staff"
+    assert asked["question"].startswith("What is the Zephyr")
     assert asked["documents"] == "Zephyr plan"
     # The row's own time (a year taken from the clock now would fail across New Year).
     asked_at = AuditEvent.objects.get(action="ask").at
-    assert asked["time"] == asked_at.isoformat() and asked["time"].startswith(f"{asked_at.year}-")
+    assert asked["time"] == asked_at.isoformat()
+    assert asked["time"].startswith(f"{asked_at.year}-")
     assert next(r for r in rows if r["action"] == "delete")["documents"] == "(deleted #987654)"
 
 
@@ -128,8 +133,10 @@ def test_admin_lists_the_audit_log_and_exports_the_filtered_view(client, admin_u
     page = client.get("/admin/core/auditevent/", {"q": "holidays"})
     export = client.get("/admin/core/auditevent/export/", {"action__exact": "ask"})
 
-    assert page.status_code == 200 and b"How many holidays?" in page.content
-    assert export.status_code == 200 and export["Content-Type"].startswith("text/csv")
+    assert page.status_code == 200
+    assert b"How many holidays?" in page.content
+    assert export.status_code == 200
+    assert export["Content-Type"].startswith("text/csv")
     assert "attachment" in export["Content-Disposition"]
     rows = csv_rows(export.content.decode())
     assert [r["action"] for r in rows] == ["ask"]
@@ -159,7 +166,8 @@ def test_audit_rows_cannot_be_changed_or_deleted_in_the_admin(client, admin_user
     change = client.post(f"/admin/core/auditevent/{event.pk}/change/", {"question": "edited"})
     add = client.get("/admin/core/auditevent/add/")
 
-    assert delete.status_code == 403 and add.status_code == 403
+    assert delete.status_code == 403
+    assert add.status_code == 403
     assert change.status_code in {403, 200}
     event.refresh_from_db()
     assert event.question == "keep me"
@@ -171,7 +179,8 @@ def test_the_audit_log_is_for_staff_with_permission_only(client, user):
 
     response = client.get("/admin/core/auditevent/export/")
 
-    assert response.status_code == 302 and "/login/" in response["Location"]
+    assert response.status_code == 302
+    assert "/login/" in response["Location"]
 
 
 def test_support_views_of_conversations_messages_citations_and_keys(client, admin_user, user):
@@ -250,8 +259,10 @@ def test_retention_zero_keeps_everything(settings, old_and_new):
 
     result = purge_expired()
 
-    assert result.cutoff is None and result.total == 0
-    assert Conversation.objects.count() == 2 and AuditEvent.objects.count() == 2
+    assert result.cutoff is None
+    assert result.total == 0
+    assert Conversation.objects.count() == 2
+    assert AuditEvent.objects.count() == 2
 
 
 def test_the_setting_drives_the_scheduled_task(settings, old_and_new):
@@ -263,7 +274,8 @@ def test_the_setting_drives_the_scheduled_task(settings, old_and_new):
     scheduled = {entry["task"] for entry in app.conf.beat_schedule.values()}
 
     assert "retrieval.tasks.purge_expired" in scheduled
-    assert task.name in app.tasks and task.name == "retrieval.tasks.purge_expired"
+    assert task.name in app.tasks
+    assert task.name == "retrieval.tasks.purge_expired"
     assert task.apply().get() == {
         "conversations": 1,
         "messages": 1,
@@ -304,4 +316,5 @@ def test_uploads_are_recorded_by_the_entry_points(client, admin_user, collection
     assert response.status_code in {200, 302}
     event = AuditEvent.objects.get(action="upload")
     document = ingestion_services.Document.objects.get(original_name="memo.md")
-    assert event.username == "admin" and event.document_ids == [document.pk]
+    assert event.username == "admin"
+    assert event.document_ids == [document.pk]

@@ -71,7 +71,8 @@ def test_the_sdk_streams_role_then_content_then_stop_with_citations(served):
     assert len({c.id for c in chunks}) == 1
     assert chunks[0].choices[0].delta.role == "assistant"
     middle = chunks[1:-1]
-    assert middle and all(c.choices[0].finish_reason is None for c in middle)
+    assert middle
+    assert all(c.choices[0].finish_reason is None for c in middle)
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert "4.2 million euros" in text
     last = chunks[-1]

@@ -241,7 +241,8 @@ def test_ask_streams_meta_tokens_citations_then_done(user, handbook):
     assert response["Content-Type"].startswith("text/event-stream")
     events = sse_events(response)
     kinds = [kind for kind, _ in events]
-    assert kinds[0] == "meta" and kinds[-2:] == ["citations", "done"]
+    assert kinds[0] == "meta"
+    assert kinds[-2:] == ["citations", "done"]
     assert set(kinds[1:-2]) == {"token"}
     text = "".join(data["text"] for kind, data in events if kind == "token")
     assert "4.2 million euros" in text
@@ -251,7 +252,7 @@ def test_ask_streams_meta_tokens_citations_then_done(user, handbook):
 
 
 @pytest.mark.parametrize(
-    "path, body",
+    ("path", "body"),
     [
         ("/api/v1/ask", {"question": QUESTION, "stream": True}),
         (
@@ -270,7 +271,8 @@ def test_sse_clients_that_accept_only_event_streams_get_one(user, handbook, path
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/event-stream")
     events = b"".join(response.streaming_content)
-    assert events.startswith((b"event: meta\n", b"data: {")) and events.endswith(b"\n\n")
+    assert events.startswith((b"event: meta\n", b"data: {"))
+    assert events.endswith(b"\n\n")
 
     # What is not a stream (here an error) still comes as JSON, not as a 406.
     refused = client.post(
@@ -324,7 +326,8 @@ def test_citations_disappear_when_access_to_their_collection_is_lost(user, handb
     detail = client.get(f"/api/v1/conversations/{asked['conversation']}/").json()
     citation = detail["messages"][1]["citations"][0]
     assert citation["document_id"] is None
-    assert citation["snippet"] == "" and citation["document_title"] == ""
+    assert citation["snippet"] == ""
+    assert citation["document_title"] == ""
 
 
 def test_another_users_conversation_is_not_found(user):

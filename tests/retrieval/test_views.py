@@ -71,12 +71,14 @@ def test_the_chat_page_asks_anonymous_visitors_to_sign_in(db):
 def test_the_login_page_has_labelled_fields_and_signs_in(user):
     client = Client()
     page = client.get("/accounts/login/").content.decode()
-    assert '<label for="id_username">' in page and '<label for="id_password">' in page
+    assert '<label for="id_username">' in page
+    assert '<label for="id_password">' in page
 
     response = client.post(
         "/accounts/login/", {"username": "staff", "password": "a-long-test-password"}
     )
-    assert response.status_code == 302 and response["Location"] == "/"
+    assert response.status_code == 302
+    assert response["Location"] == "/"
     assert client.get("/").status_code == 200
 
 
@@ -113,7 +115,8 @@ def test_an_answer_streams_as_events_and_its_sources_open(dev_corpus, user):
     events = ask(client, DEEP_COPY)
 
     kinds = [kind for kind, _ in events]
-    assert kinds[0] == "meta" and kinds[-1] == "done"
+    assert kinds[0] == "meta"
+    assert kinds[-1] == "done"
     assert kinds.count("token") >= 2, "the answer arrives in pieces"
     text = "".join(data["text"] for kind, data in events if kind == "token")
     assert "deepcopy" in text
@@ -121,13 +124,13 @@ def test_an_answer_streams_as_events_and_its_sources_open(dev_corpus, user):
     conversation = Conversation.objects.get(pk=meta["conversation_id"])
     assert conversation.user == user
     citations = next(data["citations"] for kind, data in events if kind == "citations")
-    assert citations and all(
-        c["url"].startswith(f"/m/{meta['message_id']}/sources/") for c in citations
-    )
+    assert citations
+    assert all(c["url"].startswith(f"/m/{meta['message_id']}/sources/") for c in citations)
 
     # The finished answer, rendered by the server: sanitised HTML with numbered source links.
     fragment = client.get(events[-1][1]["fragment_url"]).content.decode()
-    assert 'class="cite"' in fragment and "deepcopy" in fragment
+    assert 'class="cite"' in fragment
+    assert "deepcopy" in fragment
 
     source = client.get(citations[0]["url"]).content.decode()
     assert "<mark>" in source
@@ -176,7 +179,8 @@ def test_a_model_that_is_down_is_reported_not_hidden(dev_corpus, user, settings,
     client = signed_in(user)
     events = ask(client, DEEP_COPY)
     kind, data = events[-1]
-    assert kind == "error" and data["outcome"] == "model_unavailable"
+    assert kind == "error"
+    assert data["outcome"] == "model_unavailable"
     fragment = client.get(data["fragment_url"]).content.decode()
     assert "Model unavailable" in fragment
 
@@ -214,12 +218,14 @@ def test_a_hostile_document_renders_as_text(user, ingest_file, tmp_path):
     ingest_file(collection, write_pdf(tmp_path / "xss.pdf", XSS_PAGES))
     client = signed_in(user)
     events = ask(client, "How does the Quokka gateway escape pages?")
-    assert events[-1][0] == "done" and events[-1][1]["outcome"] == "answered"
+    assert events[-1][0] == "done"
+    assert events[-1][1]["outcome"] == "answered"
 
     fragment = client.get(events[-1][1]["fragment_url"]).content.decode()
     assert "<script>" not in fragment
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in fragment
-    assert 'href="javascript' not in fragment and "href='javascript" not in fragment
+    assert 'href="javascript' not in fragment
+    assert "href='javascript" not in fragment
 
     citations = next(data["citations"] for kind, data in events if kind == "citations")
     source = client.get(citations[0]["url"]).content.decode()
@@ -330,7 +336,8 @@ def test_download_streams_the_original_file_and_is_audited(user, ingest_file, tm
     assert response["Content-Disposition"].startswith("attachment;")
     assert "Travel policy.txt" in response["Content-Disposition"]
     event = AuditEvent.objects.get(action="download")
-    assert event.user == user and event.document_ids == [document.pk]
+    assert event.user == user
+    assert event.document_ids == [document.pk]
 
 
 def test_download_from_an_unreadable_collection_is_not_found(
