@@ -51,6 +51,7 @@ class AuditEvent(models.Model):
 
         WEB = "web", "Web UI"
         API = "api", "REST API"
+        MCP = "mcp", "MCP server"
         ADMIN = "admin", "Django admin"
         CLI = "cli", "manage.py"
         SYSTEM = "system", "ragsite itself"
