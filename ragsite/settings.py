@@ -168,14 +168,31 @@ if EMBEDDED_DB:
 else:
     _db = _database_from_url(env("DATABASE_URL"))
 
+# Each process keeps at most RAG_DB_POOL_SIZE connections (psycopg's pool, Django's "pool"
+# option); a request waiting for one waits (up to RAG_DB_POOL_TIMEOUT seconds) instead of
+# PostgreSQL refusing it ("too many clients"). Answers give theirs back while the model writes
+# (retrieval.answering). 0: no pool, a connection per request thread, kept RAG_DB_CONN_MAX_AGE s.
+RAG_DB_POOL_SIZE = max(env_int("RAG_DB_POOL_SIZE", 20), 0)
+RAG_DB_POOL_TIMEOUT = env_float("RAG_DB_POOL_TIMEOUT", 30.0)
+_db_options: dict = {
+    # pgvector 0.8: keep scanning the HNSW graph until enough rows pass the permission filter.
+    "options": "-c hnsw.iterative_scan=relaxed_order -c hnsw.ef_search=100",
+}
+if RAG_DB_POOL_SIZE:
+    _db_options["pool"] = {
+        "min_size": min(2, RAG_DB_POOL_SIZE),
+        "max_size": RAG_DB_POOL_SIZE,
+        "timeout": RAG_DB_POOL_TIMEOUT,
+    }
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.postgresql",
         **_db,
-        "CONN_MAX_AGE": env_int("RAG_DB_CONN_MAX_AGE", 0),
+        # A pooled connection goes back to the pool at the end of each request (Django refuses
+        # persistent connections with a pool).
+        "CONN_MAX_AGE": 0 if RAG_DB_POOL_SIZE else env_int("RAG_DB_CONN_MAX_AGE", 0),
         "CONN_HEALTH_CHECKS": True,
-        # pgvector 0.8: keep scanning the HNSW graph until enough rows pass the permission filter.
-        "OPTIONS": {"options": "-c hnsw.iterative_scan=relaxed_order -c hnsw.ef_search=100"},
+        "OPTIONS": _db_options,
         "TEST": {"NAME": env("RAG_TEST_DB_NAME", f"test_{_db['NAME']}")},
     }
 }
