@@ -3,6 +3,7 @@
 Django's ASGI handler copies a whole request body to a temporary file before any view or setting
 looks at it (and DRF's JSON parser ignores DATA_UPLOAD_MAX_MEMORY_SIZE), so the body size is
 checked here, in front of Django: too large is a 413 before the body is read.
+The MCP server (retrieval.mcp_server) is mounted at /mcp behind the same check.
 """
 
 from __future__ import annotations
@@ -128,4 +129,20 @@ class BodySizeLimit:
             await _refuse(send, limit)
 
 
-application = BodySizeLimit(django_application)
+from retrieval import mcp_server  # noqa: E402  (its tools use the ORM: after setup)
+
+
+async def route(scope: Scope, receive: Receive, send: Send) -> None:
+    """/mcp (and the lifespan, which starts the MCP server's session manager) to the MCP server,
+    everything else to Django."""
+    path = scope.get("path", "")
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    if scope["type"] == "lifespan" or (scope["type"] == "http" and mcp_server.is_mcp_path(path)):
+        await mcp_server.application(scope, receive, send)
+    else:
+        await django_application(scope, receive, send)
+
+
+application = BodySizeLimit(route)
