@@ -20,6 +20,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ragsite.settings")
 
 import django  # noqa: E402
 
+from ragsite import bootstrap  # noqa: E402
+
+bootstrap.prepare()  # the embedded database, as every entry point starts it
 django.setup()
 
 from ingestion import embedding, pipeline, services  # noqa: E402
