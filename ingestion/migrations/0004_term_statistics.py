@@ -168,7 +168,9 @@ $$;
 
 CREATE FUNCTION ingestion_truncate_statistics() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    TRUNCATE ingestion_termstatistic;
+    -- DELETE, not TRUNCATE: Django's flush truncates both tables in one statement, which is
+    -- still using this one while the trigger runs.
+    DELETE FROM ingestion_termstatistic;
     RETURN NULL;
 END;
 $$;
