@@ -10,7 +10,12 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["ingest_bench.py", "retrieval_bench.py", "answer_bench.py"]
+BENCHMARKS = [
+    "ingest_bench.py",
+    "retrieval_bench.py",
+    "answer_bench.py",
+    "load_answers.py",  # 100, 200 and 500 streamed answers at once, each way of asking
+]
 
 
 def main() -> int:
