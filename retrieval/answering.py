@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from core import audit
@@ -252,6 +252,16 @@ def _unknown_subject(generator, user: User, query: str, collection_id: int | Non
 # --- the pipeline -------------------------------------------------------------------------------
 
 
+def release_connection() -> None:
+    """Give this thread's database connection back (to the pool, else closed) while the model
+    writes: seconds to minutes in which the answer asks the database nothing. Held, a hundred
+    answers at once would hold a hundred connections, and PostgreSQL refuses clients past its
+    max_connections; the next query after the model takes one again. Inside a transaction (a
+    caller's atomic block, a test's) the connection stays: the transaction needs it."""
+    if not connection.in_atomic_block:
+        connection.close()
+
+
 def _history(conversation: Conversation) -> tuple[list[tuple[str, str]], list[str]]:
     """Earlier (role, content) turns worth showing the model, and earlier standalone queries.
     An answer citing a document its reader can no longer read is left out: it may quote it."""
@@ -332,6 +342,8 @@ def _stream(
                 yield Citations([])
             else:
                 markers = MarkerFilter(len(prompt.passages))
+                if not isinstance(generator, extractive.ExtractiveGenerator):
+                    release_connection()  # a remote model: from here on, waiting for tokens
                 thinking = (
                     False  # a reasoning model thinks first: the reader is told, once a stretch
                 )
