@@ -15,8 +15,9 @@ and the server. For each size N and each surface, N streamed answers start at on
 
 It prints one table: answers completed, failures by HTTP status (or `stream` for an error event
 in a 200 stream, `timeout`, `conn` for a refused or broken connection), time to first token
-p50/p95 measured by the client, `over model` (p95 minus the stand-in's own delay before its first
-token: what the site adds) and the run's wall time.
+p50/p95 as the client sees it (the stand-in's own delay included), `model->client` p50/p95 (from
+the moment the stand-in sent an answer's first piece, which carries its clock time, to the moment
+the client read it: what the site adds to the model's first token) and the run's wall time.
 
 The rate limits are lifted for this throwaway server only: it runs with RAG_API_RATE="" and
 RAG_ASK_RATE="" (empty: no limit), so the one load user is never answered 429. Nothing else is
@@ -31,6 +32,7 @@ import asyncio
 import atexit
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -51,6 +53,7 @@ DOCUMENT = (
 )
 ANSWER = "The Zephyr budget for 2027 is 4.2 million euros, as the report says [1]."
 SURFACES = ("web", "api", "openai")
+MODEL_STAMP = re.compile(r"\(t=(\d+\.\d+)\)")
 PASSWORD = "a-long-load-password"  # a throwaway user on a throwaway database
 REQUEST_TIMEOUT = 120.0  # one answer, start to end
 RUN_TIMEOUT = 300.0  # one size on one surface
@@ -119,6 +122,7 @@ async def model_app(scope, receive, send) -> None:
         )
 
     await event({"role": "assistant", "content": ""})
+    await event({"content": f"(t={time.time():.3f}) "})  # when the model's first piece left
     for index, piece in enumerate(_pieces(pieces)):
         if index and piece_delay:
             await asyncio.sleep(piece_delay)
@@ -238,6 +242,8 @@ class Target:
 class Outcome:
     status: int | str  # the HTTP status, or "timeout" / "conn"
     first_token: float | None = None  # seconds from sending to the first token
+    first_token_at: float | None = None  # its clock time
+    model_first_at: float | None = None  # the clock time the stand-in sent its first piece
     completed: bool = False
     stream_error: bool = False
 
@@ -272,10 +278,25 @@ class RunResult:
         )
 
     def first_token(self, fraction: float) -> float | None:
-        times = sorted(o.first_token for o in self.outcomes if o.first_token is not None)
-        if not times:
-            return None
-        return times[min(len(times) - 1, round(fraction * (len(times) - 1)))]
+        return _percentile([o.first_token for o in self.outcomes], fraction)
+
+    def model_to_client(self, fraction: float) -> float | None:
+        """From the stand-in sending an answer's first piece to the client reading it."""
+        return _percentile(
+            [
+                o.first_token_at - o.model_first_at
+                for o in self.outcomes
+                if o.first_token_at is not None and o.model_first_at is not None
+            ],
+            fraction,
+        )
+
+
+def _percentile(values: list, fraction: float) -> float | None:
+    ordered = sorted(v for v in values if v is not None)
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 async def sign_in(client, target: Target) -> None:
@@ -340,6 +361,7 @@ async def ask_once(client, surface: str, target: Target, start: asyncio.Event) -
                     await response.aread()
                     return outcome
                 event = ""
+                text_so_far = ""
                 async for line in response.aiter_lines():
                     if line.startswith("event: "):
                         event = line[7:]
@@ -365,6 +387,11 @@ async def ask_once(client, surface: str, target: Target, start: asyncio.Event) -
                         outcome.completed = not outcome.stream_error
                     if text and outcome.first_token is None:
                         outcome.first_token = time.perf_counter() - began
+                        outcome.first_token_at = time.time()
+                    if text and outcome.model_first_at is None:
+                        text_so_far += text
+                        if stamp := MODEL_STAMP.search(text_so_far):
+                            outcome.model_first_at = float(stamp.group(1))
     except TimeoutError:
         outcome.status = "timeout"
         outcome.completed = False
@@ -407,7 +434,7 @@ def run_load(target: Target, surfaces, sizes, *, pause: float = 1.0) -> list[Run
     for size in sizes:
         for surface in surfaces:
             results.append(asyncio.run(run_surface(surface, size, target)))
-            print(format_row(results[-1], None), flush=True)
+            print(format_row(results[-1]), flush=True)
             time.sleep(pause)
     return results
 
@@ -418,25 +445,24 @@ def _seconds(value: float | None) -> str:
 
 HEADER = (
     f"{'surface':<8} {'N':>5} {'completed':>10} {'failures':<22} "
-    f"{'ttft p50':>9} {'ttft p95':>9} {'over model':>11} {'total s':>8}"
+    f"{'ttft p50':>9} {'ttft p95':>9} {'model->client p50/p95':>22} {'total s':>8}"
 )
 
 
-def format_row(result: RunResult, model_delay: float | None) -> str:
+def format_row(result: RunResult) -> str:
     failures = ", ".join(f"{k}: {v}" for k, v in sorted(result.failures.items())) or "none"
-    p95 = result.first_token(0.95)
-    over = _seconds(p95 - model_delay) if (p95 is not None and model_delay is not None) else "-"
+    lag = f"{_seconds(result.model_to_client(0.5))} / {_seconds(result.model_to_client(0.95))}"
     return (
         f"{result.surface:<8} {result.size:>5} {result.completed:>6}/{result.size:<4}"
-        f"{failures:<22} {_seconds(result.first_token(0.5)):>9} {_seconds(p95):>9} "
-        f"{over:>11} {result.seconds:>8.1f}"
+        f"{failures:<22} {_seconds(result.first_token(0.5)):>9} "
+        f"{_seconds(result.first_token(0.95)):>9} {lag:>22} {result.seconds:>8.1f}"
     )
 
 
-def print_table(results: list[RunResult], model_delay: float) -> None:
+def print_table(results: list[RunResult]) -> None:
     print(HEADER)
     for result in results:
-        print(format_row(result, model_delay))
+        print(format_row(result))
 
 
 # --- the throwaway site ---------------------------------------------------------------------------
@@ -546,7 +572,7 @@ def main() -> int:
         )
         results = run_load(target, surfaces, sizes)
         print()
-        print_table(results, args.model_delay)
+        print_table(results)
         log = (data_dir / "server.log").read_text()
         if "Traceback" in log:
             print("\nserver log (tail):\n" + log[-3000:])

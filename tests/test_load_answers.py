@@ -194,7 +194,7 @@ def test_a_small_load_completes_without_server_errors(site, tmp_path, surface):
     finally:
         stop_worker(model)
 
-    print(load.HEADER, load.format_row(result, 0.5), sep="\n")
+    print(load.HEADER, load.format_row(result), sep="\n")
     assert result.server_errors == 0, result.failures
     assert dict(result.failures) == {}
     assert result.completed == CONCURRENT
