@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, cast
 
 from django.core.asgi import get_asgi_application
 
@@ -28,6 +28,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Views that take file uploads (multipart): the API, the console and the admin.
 UPLOAD_VIEWS = frozenset({"api-documents", "console:upload", "admin:ingestion_document_upload"})
@@ -142,7 +143,7 @@ async def route(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan" or (scope["type"] == "http" and mcp_server.is_mcp_path(path)):
         await mcp_server.application(scope, receive, send)
     else:
-        await django_application(scope, receive, send)
+        await cast("App", django_application)(scope, receive, send)
 
 
 application = BodySizeLimit(route)

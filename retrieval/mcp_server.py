@@ -9,12 +9,14 @@ to hijack), mounted in front of Django by ragsite.asgi. `application` is the ASG
 checks the Host header against ALLOWED_HOSTS and the key (401 without a live one) before the
 SDK sees the request. The ORM is synchronous: each request gets its own thread-sensitive
 context (one worker thread, as Django gives each request), where every tool's database work
-runs and whose connections are given back when the request ends.
+runs and whose connections are given back when the request ends. The REST API's rate limits
+apply (per user: the general one to every request, a 429; the answer budget to `ask`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import asdict
 from typing import Any
@@ -37,6 +39,7 @@ from core.models import ApiKey
 from ingestion.models import Chunk, Document
 from ingestion.permissions import readable_collections, readable_documents
 from retrieval import answering, services
+from retrieval.api.common import ApiRateThrottle, AskRateThrottle
 from retrieval.limits import MAX_QUESTION_CHARS
 from retrieval.rendering import sanitize_answer
 from retrieval.search import Passage
@@ -48,13 +51,17 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PATH = "/mcp"
-KEY_SCOPE = "ragsite.api_key"  # where the gate leaves the verified ApiKey for the tools
+REQUEST_SCOPE = "ragsite.request"  # where the gate leaves the caller (request.user) for the tools
 MAX_LIMIT = 50  # passages per search, as the REST API
 DEFAULT_LIMIT = 8
 NO_COLLECTION = "No such collection."
 NO_PASSAGE = "No such passage."
 
-READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
+READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+# ask keeps the question and answer in the user's conversations (nothing is overwritten).
+WRITES_HISTORY = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
+)
 
 server: MCPServer = MCPServer(
     name="ragsite",
@@ -71,18 +78,31 @@ server: MCPServer = MCPServer(
 # --- who is asking ------------------------------------------------------------------------------
 
 
-def _user(ctx: Context) -> User:
-    """The key owner of this request (the gate put the key there; without one no tool runs)."""
-    request = ctx.request_context.request
-    key = getattr(request, "scope", {}).get(KEY_SCOPE)
-    if not isinstance(key, ApiKey):  # unreachable through the gate: refuse rather than guess
+def _caller(ctx: Context) -> HttpRequest:
+    """This request as Django sees a caller: `.user` is the key's owner (the gate checked the key;
+    without one no tool runs), META the client's address for the audit log and rate limits."""
+    request = getattr(ctx.request_context.request, "scope", {}).get(REQUEST_SCOPE)
+    if not isinstance(request, HttpRequest):  # unreachable through the gate: refuse, never guess
         raise ToolError("Not authenticated.")
-    return key.user
+    return request
+
+
+def _user(ctx: Context) -> User:
+    user = _caller(ctx).user
+    if not isinstance(user, User):
+        raise ToolError("Not authenticated.")
+    return user
 
 
 def _in_thread(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     """`fn` run in the request's thread-sensitive worker thread (the ORM is synchronous)."""
     return sync_to_async(fn, thread_sensitive=True)
+
+
+def _allowed(throttle: ApiRateThrottle, request: HttpRequest) -> bool:
+    """A DRF throttle asked about a plain HttpRequest: it reads only `.user` and META (the web
+    chat asks AskRateThrottle the same way)."""
+    return throttle.allow_request(request, None)  # type: ignore[arg-type]
 
 
 def _question(text: str, what: str) -> str:
@@ -123,13 +143,18 @@ def _passage(passage: Passage) -> dict[str, Any]:
     }
 
 
-def _search(user: User, query: str, collection_id: int | None, limit: int) -> dict[str, Any]:
+def _search(
+    request: HttpRequest, query: str, collection_id: int | None, limit: int
+) -> dict[str, Any]:
+    user = request.user
+    assert isinstance(user, User)
     collection = _readable_collection(user, collection_id)
     try:
         passages = services.search_passages(
             user,
             query,
             via=Via.MCP,
+            request=request,
             limit=limit,
             collection_ids=None if collection is None else [collection],
         )
@@ -149,11 +174,17 @@ async def search(
     query = _question(query, "query")
     if not 1 <= limit <= MAX_LIMIT:
         raise ToolError(f"limit is 1 to {MAX_LIMIT}.")
-    return await _in_thread(_search)(_user(ctx), query, collection_id, limit)
+    return await _in_thread(_search)(_caller(ctx), query, collection_id, limit)
 
 
-def _ask(user: User, question: str, collection_id: int | None) -> dict[str, Any]:
+def _ask(request: HttpRequest, question: str, collection_id: int | None) -> dict[str, Any]:
+    user = request.user
+    assert isinstance(user, User)
     collection = _readable_collection(user, collection_id)
+    throttle = AskRateThrottle()  # one answer budget per user, shared with the API and the web
+    if not _allowed(throttle, request):
+        wait = math.ceil(throttle.wait() or 1)
+        raise ToolError(f"Too many questions: try again in {wait} seconds.")
     try:
         answer = answering.answer(user, question, collection_id=collection, via=Via.MCP)
     except ValueError as exc:
@@ -169,14 +200,14 @@ def _ask(user: User, question: str, collection_id: int | None) -> dict[str, Any]
     }
 
 
-@server.tool(annotations=READ_ONLY)
+@server.tool(annotations=WRITES_HISTORY)
 async def ask(question: str, ctx: Context, collection_id: int | None = None) -> dict[str, Any]:
     """Answer `question` from the documents you may read, with numbered citations: each [n] in
     the answer is the citation with that `number` (document, page, heading, snippet,
     `chunk_id`). `outcome` is `answered` or `no_answer` (nothing relevant was found). The
     question and answer are kept in your conversation history, like the web chat's."""
     question = _question(question, "question")
-    return await _in_thread(_ask)(_user(ctx), question, collection_id)
+    return await _in_thread(_ask)(_caller(ctx), question, collection_id)
 
 
 def _collections(user: User) -> dict[str, Any]:
@@ -267,8 +298,8 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-def _request_for_audit(scope: Scope) -> HttpRequest:
-    """A bare HttpRequest with the client's address, for the audit log's client_ip."""
+def _django_request(scope: Scope) -> HttpRequest:
+    """A bare HttpRequest with the client's address, for the audit log and the rate limits."""
     request = HttpRequest()
     client = scope.get("client")
     if client:
@@ -279,7 +310,7 @@ def _request_for_audit(scope: Scope) -> HttpRequest:
     return request
 
 
-def authenticate(scope: Scope) -> ApiKey | None:
+def authenticate(scope: Scope, request: HttpRequest) -> ApiKey | None:
     """The live API key the request presents as `Authorization: Bearer rsk_…`, its use recorded;
     None for none, a malformed header, or an unknown, revoked or deactivated one."""
     header = _header(scope, b"authorization")
@@ -294,13 +325,22 @@ def authenticate(scope: Scope) -> ApiKey | None:
         return None
     key = apikeys.verify_key(plaintext)
     if key is not None:
-        apikeys.record_use(key, _request_for_audit(scope))
+        apikeys.record_use(key, request)
     return key
 
 
-def _begin_and_authenticate(scope: Scope) -> ApiKey | None:
+def _begin(scope: Scope) -> tuple[HttpRequest | None, float | None]:
+    """The caller (None: no live key), and how long to wait when over the API's rate limit."""
     close_old_connections()  # as Django does when a request starts
-    return authenticate(scope)
+    request = _django_request(scope)
+    key = authenticate(scope, request)
+    if key is None:
+        return None, None
+    request.user = key.user
+    throttle = ApiRateThrottle()  # the REST API's budget: one per user, whatever the key
+    if not _allowed(throttle, request):
+        return request, throttle.wait() or 1
+    return request, None
 
 
 def _host_allowed(scope: Scope) -> bool:
@@ -312,7 +352,9 @@ def _host_allowed(scope: Scope) -> bool:
     return bool(domain) and validate_host(domain, allowed)
 
 
-async def _refuse(send: Send, status: int, code: str, message: str) -> None:
+async def _refuse(
+    send: Send, status: int, code: str, message: str, retry_after: float | None = None
+) -> None:
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     headers = [
         (b"content-type", b"application/json"),
@@ -320,6 +362,8 @@ async def _refuse(send: Send, status: int, code: str, message: str) -> None:
     ]
     if status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="mcp"'))
+    if retry_after is not None:
+        headers.append((b"retry-after", str(math.ceil(retry_after)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -335,9 +379,9 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
         await _refuse(send, 400, "bad_host", "The Host header is not one this site serves.")
         return
     async with ThreadSensitiveContext():
-        key = await _in_thread(_begin_and_authenticate)(scope)
+        request, wait = await _in_thread(_begin)(scope)
         try:
-            if key is None:
+            if request is None:
                 await _refuse(
                     send,
                     401,
@@ -345,7 +389,10 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
                     "An API key is required: 'Authorization: Bearer rsk_…' (a live key).",
                 )
                 return
-            await sdk_app({**scope, KEY_SCOPE: key}, receive, send)
+            if wait is not None:
+                await _refuse(send, 429, "throttled", "Too many requests.", retry_after=wait)
+                return
+            await sdk_app({**scope, REQUEST_SCOPE: request}, receive, send)
         finally:
             await _in_thread(close_old_connections)()  # as Django does when a request ends
 

@@ -32,9 +32,10 @@ QUESTION = "What is the Zephyr project budget for 2027?"
 
 
 @pytest.fixture
-def site(transactional_db, ingest_file, tmp_path) -> Iterator[dict[str, Any]]:
-    """uvicorn serving ragsite.asgi against the test database. Everyone reads "Handbook" (the
-    Zephyr budget); only `insider` reads "Board" (the Halcyon merger); `outsider` does not."""
+def site(request, transactional_db, ingest_file, tmp_path) -> Iterator[dict[str, Any]]:
+    """uvicorn serving ragsite.asgi against the test database (with the settings in the test's
+    parameter, if any). Everyone reads "Handbook" (the Zephyr budget); only `insider` reads
+    "Board" (the Halcyon merger); `outsider` does not."""
     from django.conf import settings
     from django.db import connection
 
@@ -62,6 +63,7 @@ def site(transactional_db, ingest_file, tmp_path) -> Iterator[dict[str, Any]]:
         "RAG_MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "RAG_LLM_BASE_URL": "",
         "RAG_EGRESS_GUARD": "1",
+        **getattr(request, "param", {}),
     }
     log = tmp_path / "uvicorn.log"
     process, base = serve_asgi(env, log)
@@ -85,7 +87,7 @@ def site(transactional_db, ingest_file, tmp_path) -> Iterator[dict[str, Any]]:
 
 async def _session(url: str, key: str, calls: list[tuple[str, dict]]) -> list:
     """Each (tool, arguments) called in order in one session; ("", {}) lists the tools."""
-    results = []
+    results: list[Any] = []
     async with (
         httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=120) as http,
         Client(streamable_http_client(url, http_client=http)) as client,
@@ -110,6 +112,8 @@ def test_the_four_tools_are_listed_with_their_arguments(site):
     [listed] = call(site["url"], site["outsider"], ("", {}))
     tools = {tool.name: tool for tool in listed.tools}
     assert set(tools) == TOOLS
+    assert all(tools[name].annotations.read_only_hint for name in TOOLS - {"ask"})
+    assert tools["ask"].annotations.destructive_hint is False
     assert set(tools["search"].input_schema["required"]) == {"query"}
     assert set(tools["get_document"].input_schema["required"]) == {"chunk_id"}
 
@@ -222,6 +226,7 @@ def test_no_key_a_revoked_key_or_a_deactivated_user_is_refused(site):
         "garbage": post(url, Authorization="Bearer rsk_not-a-real-key-at-all"),
     }
     key = apikeys.verify_key(site["outsider"])
+    assert key is not None
     apikeys.revoke_key(key)
     refused["revoked"] = post(url, Authorization=f"Bearer {site['outsider']}")
     insider = site["insider_user"]
@@ -263,3 +268,22 @@ def test_an_oversized_body_is_refused_before_it_is_read(site):
         timeout=30,
     )
     assert response.status_code == 413
+
+
+@pytest.mark.parametrize(
+    "site", [{"RAG_API_RATE": "6/min", "RAG_ASK_RATE": "1/min"}], indirect=True
+)
+def test_the_api_rate_limits_hold_for_mcp_too(site):
+    first, second = call(
+        site["url"],
+        site["insider"],
+        ("ask", {"question": QUESTION}),
+        ("ask", {"question": QUESTION}),
+    )
+    assert not first.is_error, first.content
+    assert second.is_error
+    assert "Too many questions" in second.content[0].text
+
+    answers = [post(site["url"], Authorization=f"Bearer {site['outsider']}") for _ in range(7)]
+    assert [r.status_code for r in answers] == [200] * 6 + [429]
+    assert int(answers[-1].headers["retry-after"]) > 0
