@@ -9,16 +9,20 @@ Several processes record (uvicorn workers, the Celery worker's pool): in prometh
 multiprocess mode each writes its values to files under PROMETHEUS_MULTIPROC_DIR, which
 ragsite.bootstrap.prepare() sets (DATA_DIR/metrics/<host name>) before this module is imported,
 and /metrics merges the files of every process (`registry`). Only counters and histograms live
-there: they add up across processes, dead ones included, so totals never go backwards.
+there: they add up across processes, dead ones included, so totals never go backwards. So that
+the folder does not grow with every process ever started, `compact` folds the files of this
+host's exited processes into one archive file per type (bootstrap calls it as a process starts).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, values
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -128,3 +132,52 @@ def registry(root: Path | None) -> CollectorRegistry:
 def this_process_dir() -> Path | None:
     value = os.environ.get(ENV)
     return Path(value) if value else None
+
+
+COMPACTED_TYPES = ("counter", "histogram")  # core.metrics defines no gauges kept in files
+
+
+def _pid(path: Path) -> int | None:
+    last = path.stem.rpartition("_")[2]
+    return int(last) if last.isdigit() else None
+
+
+def compact(folder: Path) -> int:
+    """Fold the value files of exited processes in `folder` (one host's: process ids are only
+    meaningful there) into `<type>_archive.db`, keeping every total; returns how many files
+    went. Serialised by a lock file, so processes starting together take turns. A scrape in the
+    instant between the archive's replacement and the removals may count those files twice."""
+    import psutil
+
+    with open(folder / ".compact.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        merged = 0
+        for kind in COMPACTED_TYPES:
+            dead = [
+                path
+                for path in folder.glob(f"{kind}_*.db")
+                if (pid := _pid(path)) is not None and not psutil.pid_exists(pid)
+            ]
+            if not dead:
+                continue
+            archive = folder / f"{kind}_archive.db"
+            sources = [str(p) for p in ([archive] if archive.exists() else []) + dead]
+            draft = folder / f".{kind}_archive.tmp"
+            draft.unlink(missing_ok=True)
+            values_file = MmapedDict(str(draft))
+            for metric in MultiProcessCollector.merge(sources, accumulate=False):
+                for sample in metric.samples:
+                    key = mmap_key(
+                        metric.name,
+                        sample.name,
+                        list(sample.labels),
+                        list(sample.labels.values()),
+                        metric.documentation,
+                    )
+                    values_file.write_value(key, sample.value, 0.0)
+            values_file.close()
+            os.replace(draft, archive)
+            for path in dead:
+                path.unlink(missing_ok=True)
+            merged += len(dead)
+        return merged

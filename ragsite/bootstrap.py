@@ -49,11 +49,18 @@ def _prepare_metrics_dir() -> None:
     this host's folder under RAG_METRICS_DIR, named in PROMETHEUS_MULTIPROC_DIR before anything
     imports prometheus_client (which reads it once). One folder per host name, so containers
     sharing the data dir never share a file (their process ids may be the same); /metrics reads
-    them all. An operator's own PROMETHEUS_MULTIPROC_DIR is kept."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()).strip(".") or "host"
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(settings.RAG_METRICS_DIR / host)
-    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], mode=0o700, exist_ok=True)
+    them all. An operator's own PROMETHEUS_MULTIPROC_DIR is kept (and never compacted: its
+    processes may live in other process-id namespaces)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], mode=0o700, exist_ok=True)
+        return
+    host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()).strip(".") or "host"
+    folder = settings.RAG_METRICS_DIR / host
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    from core import metrics  # after the variable: prometheus_client reads it on import
+
+    metrics.compact(folder)  # the files of this host's exited processes, folded into one
 
 
 def _ensure_secret_key() -> None:
