@@ -18,6 +18,7 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from core import metrics
 from ingestion import embedding
 from ingestion.chunking import chunk_document, embedding_text
 from ingestion.models import Chunk, Document
@@ -155,6 +156,8 @@ def ingest(document_id: int, propagate: tuple[type[BaseException], ...] = ()) ->
     except propagate:
         raise
     except Exception as exc:
+        if isinstance(exc, embedding.EmbeddingUnavailable | embedding.EmbeddingModelError):
+            metrics.model_error("embedding")
         if is_transient(exc):
             _release(document_id)
             raise
@@ -167,21 +170,26 @@ def _process(document: Document, started: float) -> IngestResult:
     path = Path(document.file.path)
     if not path.exists():
         raise ParseError("The stored file is missing; upload it again.")
-    parsed = parse(path, document.content_type)
-    drafts = chunk_document(
-        parsed,
-        count_tokens=embedding.count_tokens,
-        max_tokens=settings.RAG_CHUNK_TOKENS,
-        overlap_tokens=settings.RAG_CHUNK_OVERLAP,
-        model_max_tokens=embedding.max_tokens(),
-    )
+    stage = metrics.INGESTION_STAGE_SECONDS
+    with stage.labels(stage="parse").time():
+        parsed = parse(path, document.content_type)
+    with stage.labels(stage="chunk").time():
+        drafts = chunk_document(
+            parsed,
+            count_tokens=embedding.count_tokens,
+            max_tokens=settings.RAG_CHUNK_TOKENS,
+            overlap_tokens=settings.RAG_CHUNK_OVERLAP,
+            model_max_tokens=embedding.max_tokens(),
+        )
     if not drafts:
         raise ParseError(
             "No extractable text (a scanned document needs OCR, which is not enabled)."
         )
 
     title = document.title or parsed.title or Path(document.original_name).stem
-    vectors = embedding.embed_texts([embedding_text(title, d.heading, d.text) for d in drafts])
+    with stage.labels(stage="embed").time():
+        vectors = embedding.embed_texts([embedding_text(title, d.heading, d.text) for d in drafts])
+    stored = time.monotonic()
     with transaction.atomic():
         locked = Document.objects.select_for_update().filter(pk=document_id).first()
         if locked is None:  # deleted while we worked
@@ -226,6 +234,10 @@ def _process(document: Document, started: float) -> IngestResult:
             ]
         )
     seconds = time.monotonic() - started
+    stage.labels(stage="store").observe(time.monotonic() - stored)
+    metrics.INGESTED_CHUNKS.inc(len(drafts))
+    metrics.INGESTED_DOCUMENTS.labels(result="ready").inc()
+    metrics.INGESTION_CHUNKS_PER_SECOND.observe(len(drafts) / max(seconds, 1e-6))
     logger.info("document %s ready: %s chunks in %.1fs", document_id, len(drafts), seconds)
     return IngestResult(document_id, Document.Status.READY, len(drafts), parsed.page_count, seconds)
 
@@ -245,6 +257,7 @@ def _fail(document_id: int, reason: str, started: float, keep_count: bool = Fals
             claimed_by="",
             **counted,
         )
+    metrics.INGESTED_DOCUMENTS.labels(result="failed").inc()
     logger.info("document %s failed: %s", document_id, reason)
     return IngestResult(
         document_id, Document.Status.FAILED, seconds=time.monotonic() - started, error=reason

@@ -24,7 +24,7 @@ import httpx
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from core import egress, model_http
+from core import egress, metrics, model_http
 from retrieval.search import Passage
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class ModelUnavailable(LLMError):
     def __init__(self, detail: str = ""):
         super().__init__(UNAVAILABLE_MESSAGE)
         self.detail = detail  # for logs, never for users
+        metrics.model_error("llm")  # every failure raises this once: counted for /metrics
 
 
 class LLMConfigurationError(ImproperlyConfigured):

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.http import HttpRequest
 
-from core import audit
+from core import audit, metrics
 from core.audit import Action, Via
 from ingestion.models import Collection, Document
 from retrieval.models import Citation, Conversation, Message
@@ -116,7 +116,7 @@ def search_passages(
     collection_ids: list[int] | None = None,
 ) -> list[Passage]:
     """Search as `user` (only what they may read) and record the search in the audit log."""
-    passages = search(user, query, limit=limit, collection_ids=collection_ids)
+    passages = timed_search(user, query, via=via, limit=limit, collection_ids=collection_ids)
     audit.record(
         Action.SEARCH,
         user=user,
@@ -126,6 +126,20 @@ def search_passages(
         request=request,
     )
     return passages
+
+
+def timed_search(
+    user: User,
+    query: str,
+    *,
+    via: str,
+    limit: int | None = None,
+    collection_ids: list[int] | None = None,
+) -> list[Passage]:
+    """retrieval.search.search, its latency counted in ragsite_search_seconds{via} (failed and
+    timed-out searches too). Answers search through it with via="answer"."""
+    with metrics.SEARCH_SECONDS.labels(via=str(via)).time():
+        return search(user, query, limit=limit, collection_ids=collection_ids)
 
 
 def open_download(
