@@ -1,8 +1,12 @@
-"""Retrieval benchmark: search latency (p50/p95) at 10k and 100k synthetic chunks, and the
-retrieval quality figures (hit@k, MRR, nDCG) on the dev evaluation set.
+"""Retrieval benchmark: search latency (p50/p95 of hybrid, vector and full text, and the query
+embedding alone) at 100k synthetic chunks (and 1M with --million), and the retrieval quality
+figures (hit@k, MRR, nDCG) on the dev evaluation set.
 
-Run as `.venv/bin/python bench/retrieval_bench.py [--sizes 10000,100000] [--queries 200]`.
-Synthetic chunks go into a scratch collection of the dev database and are deleted afterwards.
+Run as `.venv/bin/python bench/retrieval_bench.py [--million] [--queries 200] [--compare]`.
+--compare also times the previous full-text statement (per-query document-frequency counts,
+every match ranked) on the same data, and reports how much of its full-text top 8 the current
+one keeps. EXPLAIN ANALYZE of the hybrid statement is printed at the --explain sizes. Synthetic
+chunks go into a scratch collection of the dev database and are deleted afterwards.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,12 +36,14 @@ from django.db import connection, transaction  # noqa: E402
 from ingestion import embedding  # noqa: E402
 from ingestion.models import Collection, Document  # noqa: E402
 from retrieval import evaluation  # noqa: E402
+from retrieval import search as search_module  # noqa: E402
 from retrieval.search import search_collections  # noqa: E402
 
 EVAL_DIR = Path(settings.BASE_DIR).parent / "shared" / "eval" / "dev"
 SCRATCH = "bench: synthetic chunks"
 EVAL_COLLECTION = "rag-eval scratch"
 CHUNKS_PER_DOCUMENT = 100
+LOAD_BATCH = 20_000  # chunks per transaction while loading (the statistics trigger's unit)
 NOISE = 0.6  # how far a synthetic vector strays from the real passage it is drawn around
 FALLBACK_WORDS = [
     "file",
@@ -130,12 +138,20 @@ def real_embeddings(exclude: Collection, limit: int = 5000) -> np.ndarray:
 
 
 def add_synthetic_chunks(collection: Collection, count: int, words: list[str], rng) -> None:
-    """`count` more chunks: Zipf-distributed words (like real text) and random unit vectors."""
+    """`count` more chunks: Zipf-distributed words (like real text) and random unit vectors,
+    LOAD_BATCH to a transaction."""
+    seeds = real_embeddings(collection)
+    for start in range(0, count, LOAD_BATCH):
+        _add_batch(collection, min(LOAD_BATCH, count - start), words, rng, seeds)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE ingestion_document, ingestion_chunk, ingestion_termstatistic")
+
+
+def _add_batch(collection: Collection, count: int, words: list[str], rng, seeds) -> None:
     dim = settings.RAG_EMBEDDING_DIM
     weights = 1.0 / np.arange(1, len(words) + 1)
     weights /= weights.sum()
     documents = count // CHUNKS_PER_DOCUMENT
-    seeds = real_embeddings(collection)
     with transaction.atomic():
         created = Document.objects.bulk_create(
             [
@@ -218,6 +234,83 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(round(fraction * (len(ordered) - 1)), len(ordered) - 1)]
 
 
+# The full-text part of the search statement before the term statistics (commit b49d115): each
+# query counted every word's document frequency over the readable passages (up to 5% of them)
+# and ranked every passage with an uncommon word. --compare times it on the same data.
+LEGACY_TEXT_CTES = """corpus AS (
+    SELECT greatest(sum(d.chunk_count), 1) AS chunks,
+           -- A word in more passages than this is "common" (cf. Lucene's cutoff_frequency).
+           greatest(ceil(sum(d.chunk_count) * %(common_fraction)s), %(common_minimum)s) AS common
+    FROM ingestion_document d
+    WHERE d.status = 'ready' AND d.collection_id = ANY(%(collections)s)
+),
+terms AS ({_TERMS_SQL}),
+weighted_terms AS (
+    -- Each word weighted by BM25's inverse document frequency over the passages the caller may
+    -- read: a word found everywhere ("use", "function") says little, a rare one ("deepcopy") a
+    -- lot. Counting stops at the common threshold: a frequent word costs no more rows than that.
+    SELECT t.q, df.n >= corpus.common AS common,
+           ln(1 + (corpus.chunks - df.n + 0.5) / (df.n + 0.5)) AS idf
+    FROM terms t
+    CROSS JOIN corpus
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS n FROM (
+            SELECT 1 FROM ingestion_chunk c
+            JOIN ingestion_document d ON d.id = c.document_id
+            WHERE c.search_vector @@ t.q
+              AND d.status = 'ready' AND d.collection_id = ANY(%(collections)s)
+            LIMIT corpus.common
+        ) found
+    ) df
+    WHERE df.n > 0
+),
+text_hits AS (
+    SELECT id, row_number() OVER (ORDER BY score DESC, id) AS rank
+    FROM (
+        -- Passages with any uncommon word of the question (all of its words, when every one is
+        -- common); ts_rank gives each word a saturating term-frequency weight, scaled by idf.
+        SELECT c.id, (
+            SELECT sum(w.idf * ts_rank(%(fts_weights)s::float4[], c.search_vector, w.q))
+            FROM weighted_terms w
+        ) AS score
+        FROM ingestion_chunk c
+        JOIN ingestion_document d ON d.id = c.document_id
+        WHERE c.search_vector @@ (
+            SELECT coalesce(
+                (SELECT string_agg(q::text, ' | ') FROM weighted_terms WHERE NOT common),
+                (SELECT string_agg(q::text, ' & ') FROM weighted_terms)
+            )::tsquery
+        ) AND d.status = 'ready' AND d.collection_id = ANY(%(collections)s)
+        ORDER BY score DESC, c.id
+        LIMIT %(text_candidates)s
+    ) matched
+),
+"""
+LEGACY_PARAMS = {"common_fraction": 0.05, "common_minimum": 50}
+
+
+def legacy_sql() -> str:
+    sql = search_module._SQL
+    start, end = sql.index("corpus AS ("), sql.index("fused AS (")
+    ctes = LEGACY_TEXT_CTES.replace("{_TERMS_SQL}", search_module._TERMS_SQL)
+    return sql[:start] + ctes + sql[end:]
+
+
+@contextmanager
+def legacy_statement() -> Iterator[None]:
+    """The previous full-text statement in place of the current one (vector part unchanged)."""
+    current_sql, current_params = search_module._SQL, search_module._query_params
+
+    def params(*args, **kwargs) -> dict:
+        return {**current_params(*args, **kwargs), **LEGACY_PARAMS}
+
+    search_module._SQL, search_module._query_params = legacy_sql(), params
+    try:
+        yield
+    finally:
+        search_module._SQL, search_module._query_params = current_sql, current_params
+
+
 def measure(collection_ids: list[int], texts: list[str], mode: str) -> list[float]:
     search_collections(collection_ids, texts[0], 8, mode)  # warm caches and the model
     timings = []
@@ -228,36 +321,118 @@ def measure(collection_ids: list[int], texts: list[str], mode: str) -> list[floa
     return timings
 
 
-def latency(sizes: list[int], query_count: int, modes: list[str]) -> None:
+def report(label: str, timings: list[float]) -> None:
+    print(
+        f"  {label:<22} p50 {percentile(timings, 0.50):7.1f} ms   "
+        f"p95 {percentile(timings, 0.95):7.1f} ms   over {len(timings)} queries"
+    )
+
+
+def agreement(collection_ids: list[int], texts: list[str], depth: int = 8) -> float:
+    """Share of the previous statement's full-text top `depth` that the current one returns too
+    (the previous ranking is exhaustive: every passage with an uncommon word scored)."""
+    kept = total = 0
+    for text in dict.fromkeys(texts):
+        current = {p.chunk_id for p in search_collections(collection_ids, text, depth, "fts")}
+        with legacy_statement():
+            previous = {p.chunk_id for p in search_collections(collection_ids, text, depth, "fts")}
+        kept += len(current & previous)
+        total += len(previous)
+    return kept / total if total else 1.0
+
+
+def explain(collection_ids: list[int], text: str) -> None:
+    """EXPLAIN ANALYZE of the hybrid statement for one question."""
+    params = search_module._query_params(collection_ids, text, "hybrid", 8)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + search_module._SQL, params)
+        print(f"  EXPLAIN ANALYZE, hybrid, {text!r}:")
+        for (line,) in cursor.fetchall():
+            print("    " + re.sub(r"'\[[^]]*\]'::vector", "'[...]'::vector", line))
+
+
+def latency(
+    sizes: list[int],
+    query_count: int,
+    modes: list[str],
+    compare: bool,
+    explain_at: list[int],
+    keep: bool,
+) -> None:
+    # Timings, not the configured statement timeout, are what this measures (the previous
+    # statement runs past 5 s on a busy machine).
+    settings.RAG_SEARCH_TIMEOUT_MS = 0
     rng = np.random.default_rng(42)
     words = vocabulary()
     texts = queries(query_count)
     embedding.embed_query(texts[0])
-    started = time.perf_counter()
+    timings = []
     for text in texts:
+        started = time.perf_counter()
         embedding.embed_query(text)
-    embed_ms = (time.perf_counter() - started) * 1000 / len(texts)
-    print(f"query embedding alone: {embed_ms:.1f} ms mean ({embedding.get_model().device})")
+        timings.append((time.perf_counter() - started) * 1000)
+    report(f"query embedding alone ({embedding.get_model().device})", timings)
 
-    stale = Collection.objects.filter(name=SCRATCH).first()
-    if stale:
-        remove_collection(stale)
-    collection = Collection.objects.create(name=SCRATCH)
-    try:
-        present = 0
-        for size in sorted(sizes):
-            started = time.perf_counter()
-            add_synthetic_chunks(collection, size - present, words, rng)
-            present = size
-            print(f"{size:>7} chunks (loaded in {time.perf_counter() - started:.0f}s)")
-            for mode in modes:
-                timings = measure([collection.pk], texts, mode)
-                print(
-                    f"  {mode:<7} p50 {percentile(timings, 0.50):7.1f} ms   "
-                    f"p95 {percentile(timings, 0.95):7.1f} ms   over {len(timings)} queries"
-                )
-    finally:
+    collection = Collection.objects.filter(name=SCRATCH).first()
+    present = collection and synthetic_count(collection)
+    if collection and not (keep and present in sizes):
         remove_collection(collection)
+        collection = None
+    if collection is None:
+        collection, present = Collection.objects.create(name=SCRATCH), 0
+    try:
+        for size in sorted(sizes):
+            if size < present:
+                continue
+            started = time.perf_counter()
+            if size > present:
+                add_synthetic_chunks(collection, size - present, words, rng)
+                print(f"{size:>7} chunks (loaded in {time.perf_counter() - started:.0f}s)")
+            else:
+                print(f"{size:>7} chunks (kept from the last run)")
+            present = size
+            ids = [collection.pk]
+            print("  the whole search (question embedding included):")
+            for mode in modes:
+                report(mode, measure(ids, texts, mode))
+            print("  the search statement alone:")
+            for mode in modes:
+                report(mode, measure_statement(ids, texts, mode))
+            if compare:
+                print("  the previous full-text statement, same data:")
+                with legacy_statement():
+                    for mode in modes:
+                        if mode != "vector":
+                            report(f"{mode} (statement)", measure_statement(ids, texts, mode))
+                share = agreement(ids, texts)
+                print(f"  full-text top 8 kept from the previous (exhaustive) ranking: {share:.1%}")
+            if size in explain_at:
+                explain(ids, texts[0])
+    finally:
+        if not keep:
+            remove_collection(collection)
+
+
+def synthetic_count(collection: Collection) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM ingestion_chunk c JOIN ingestion_document d"
+            " ON d.id = c.document_id WHERE d.collection_id = %s",
+            [collection.pk],
+        )
+        return cursor.fetchone()[0]
+
+
+def measure_statement(collection_ids: list[int], texts: list[str], mode: str) -> list[float]:
+    """The search statement's own time: the question embedded beforehand."""
+    prepared = [search_module._query_params(collection_ids, text, mode, 8) for text in texts]
+    search_module._run(search_module._SQL, prepared[0])
+    timings = []
+    for params in prepared:
+        started = time.perf_counter()
+        search_module._run(search_module._SQL, params)
+        timings.append((time.perf_counter() - started) * 1000)
+    return timings
 
 
 def quality() -> None:
@@ -294,12 +469,24 @@ def quality() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--sizes",
-        default="10000",
-        help="chunk counts, comma separated; 10000,100000 adds the large point (~6 min to load)",
+        "--sizes", default="100000", help="chunk counts, comma separated (100k: ~6 min to load)"
+    )
+    parser.add_argument(
+        "--million", action="store_true", help="add the 1M point (loading takes hours on 2 cores)"
     )
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--modes", default="hybrid", help="hybrid,vector,fts")
+    parser.add_argument("--modes", default="hybrid,vector,fts", help="hybrid,vector,fts")
+    parser.add_argument(
+        "--compare", action="store_true", help="also time the previous full-text statement"
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the synthetic chunks for the next run (which reuses them at the same size)",
+    )
+    parser.add_argument(
+        "--explain", default="100000", help="sizes to print EXPLAIN ANALYZE at (comma separated)"
+    )
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
     args = parser.parse_args()
@@ -309,10 +496,14 @@ def main() -> None:
         quality()
     print("== retrieval latency ==")
     if not args.skip_latency:
+        sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
         latency(
-            [int(s) for s in args.sizes.split(",") if s.strip()],
+            sizes + [1_000_000] * args.million,
             args.queries,
             [m.strip() for m in args.modes.split(",") if m.strip()],
+            args.compare,
+            [int(s) for s in args.explain.split(",") if s.strip()],
+            args.keep,
         )
 
 
