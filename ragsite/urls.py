@@ -1,11 +1,16 @@
-"""URL routes: the admin, sign-in, the web UI, the upload console and the API."""
+"""URL routes: the admin, sign-in, the web UI, the upload console, the API, and the operations
+endpoints (health, readiness, Prometheus metrics)."""
 
 from django.contrib import admin
 from django.urls import include, path
 
+from ragsite import ops
 from retrieval import quality
 
 urlpatterns = [
+    path("healthz", ops.healthz, name="healthz"),
+    path("readyz", ops.readyz, name="readyz"),
+    path("metrics", ops.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("console/quality/", quality.quality, name="quality"),
