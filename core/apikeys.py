@@ -140,9 +140,11 @@ def verify_key(plaintext: str) -> ApiKey | None:
     return match
 
 
-def record_use(key: ApiKey, request: HttpRequest | None = None) -> None:
-    """Note that `key` was used: last_used_at (at most once a minute), and the audit log (at most
-    once an hour per key)."""
+def record_use(
+    key: ApiKey, request: HttpRequest | None = None, *, via: AuditEvent.Via = AuditEvent.Via.API
+) -> None:
+    """Note that `key` was used (through `via`): last_used_at (at most once a minute), and the
+    audit log (at most once an hour per key)."""
     now = timezone.now()
     touched = (
         ApiKey.objects.filter(pk=key.pk)
@@ -162,7 +164,7 @@ def record_use(key: ApiKey, request: HttpRequest | None = None) -> None:
         audit.record(
             AuditEvent.Action.API_KEY_USED,
             user=key.user,
-            via=AuditEvent.Via.API,
+            via=via,
             detail={"key_id": key.pk, "prefix": key.prefix},
             request=request,
         )

@@ -325,7 +325,7 @@ def authenticate(scope: Scope, request: HttpRequest) -> ApiKey | None:
         return None
     key = apikeys.verify_key(plaintext)
     if key is not None:
-        apikeys.record_use(key, request)
+        apikeys.record_use(key, request, via=Via.MCP)
     return key
 
 
