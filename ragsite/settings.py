@@ -176,7 +176,9 @@ else:
 # PostgreSQL refusing it ("too many clients"). Answers give theirs back while the model writes
 # (retrieval.answering). 0: no pool, a connection per request thread, kept RAG_DB_CONN_MAX_AGE s.
 RAG_DB_POOL_SIZE = max(env_int("RAG_DB_POOL_SIZE", 20), 0)
-RAG_DB_POOL_TIMEOUT = env_float("RAG_DB_POOL_TIMEOUT", 30.0)
+# Past it the request fails (500). Generous: 500 answers at once on 2 busy cores queued for up to
+# 50 s (bench/load_answers.py) and all completed, where 30 s failed a fifth of them.
+RAG_DB_POOL_TIMEOUT = env_float("RAG_DB_POOL_TIMEOUT", 120.0)
 _db_options: dict = {
     # pgvector 0.8: keep scanning the HNSW graph until enough rows pass the permission filter.
     "options": "-c hnsw.iterative_scan=relaxed_order -c hnsw.ef_search=100",
