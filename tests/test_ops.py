@@ -116,6 +116,32 @@ def test_readyz_fails_naming_the_database_when_it_is_unreachable(monkeypatch, re
 
 
 @pytest.mark.django_db
+def test_readyz_fails_when_the_database_is_not_migrated(monkeypatch):
+    from ragsite import ops
+
+    monkeypatch.setattr(ops, "MIGRATED_TABLE", "no_such_table")
+    body = Client().get("/readyz").json()
+    assert body["failed"] == ["database"]
+    assert body["checks"]["database"]["error"] == "not migrated (manage.py migrate)"
+
+
+@pytest.mark.django_db
+def test_metrics_still_answer_when_the_database_fails(monkeypatch):
+    from django.db import OperationalError
+    from django.db.models import QuerySet
+
+    def broken(*args, **kwargs):
+        raise OperationalError("the server is gone")
+
+    assert "ragsite_documents{" in scrape()
+    monkeypatch.setattr(QuerySet, "values_list", broken)
+    text = scrape()
+    assert "ragsite_documents{" not in text
+    assert "ragsite_queue_length" in text
+    assert "ragsite_model_errors_total" in text or "# HELP ragsite_model_errors" in text
+
+
+@pytest.mark.django_db
 def test_readyz_fails_naming_the_model_server_when_it_is_down(settings, refused_port):
     settings.RAG_LLM_BASE_URL = f"http://127.0.0.1:{refused_port}/v1"
     response = Client().get("/readyz")
