@@ -168,7 +168,8 @@ def test_passages_report_the_scores_behind_their_order(two_collections, reader):
     assert all(isinstance(p, Passage) for p in passages)
     assert [p.score for p in passages] == sorted((p.score for p in passages), reverse=True)
     top = passages[0]
-    assert top.vector_rank == 1 and top.fts_rank == 1
+    assert top.vector_rank == 1
+    assert top.fts_rank == 1
     assert 0.3 < top.similarity <= 1.0
     assert top.rerank_score is None
     assert top.heading.endswith("Launch code")
@@ -212,7 +213,8 @@ def test_without_a_reranker_search_keeps_fusion_order(two_collections, settings,
     passages = search_collections(ids, SECRET_QUESTION, mode=mode)
 
     assert get_reranker() is None
-    assert passages and all(p.rerank_score is None for p in passages)
+    assert passages
+    assert all(p.rerank_score is None for p in passages)
 
 
 @pytest.mark.parametrize("kind", ["missing directory", "directory without a model"])
@@ -326,21 +328,24 @@ def test_a_question_of_500_distinct_words_searches_only_the_capped_most_specific
         passages = search_collections(ids, question, mode="fts")
 
     # The longest words survive the cap: the answer's own code word is among them.
-    assert passages and "TANGERINE-7" in passages[0].text
+    assert passages
+    assert "TANGERINE-7" in passages[0].text
     [(sql, params)] = executed
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
         plan = cursor.fetchone()[0][0]["Plan"]
     nodes = list(_plan_nodes(plan))
     lexemes = [n for n in nodes if n.get("Function Name") == "unnest"]
-    assert lexemes and max(n["Actual Rows"] for n in lexemes) > 500  # every word was parsed...
+    assert lexemes
+    assert max(n["Actual Rows"] for n in lexemes) > 500
     capped = [
         n
         for n in nodes
         if n["Node Type"] == "Limit" and _below_sorts(n).get("Function Name") == "unnest"
     ]
     # ...but only the cap of them became counted sub-queries.
-    assert capped and all(n["Actual Rows"] == search_module.MAX_QUERY_TERMS for n in capped), [
+    assert capped, [(n["Node Type"], n.get("Actual Rows")) for n in nodes]
+    assert all(n["Actual Rows"] == search_module.MAX_QUERY_TERMS for n in capped), [
         (n["Node Type"], n.get("Actual Rows")) for n in nodes
     ]
 
