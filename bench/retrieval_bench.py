@@ -27,6 +27,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ragsite.settings")
 
 import django  # noqa: E402
 
+from ragsite import bootstrap  # noqa: E402
+
+bootstrap.prepare()  # the embedded database, as every entry point starts it
 django.setup()
 
 import numpy as np  # noqa: E402
