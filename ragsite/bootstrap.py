@@ -41,6 +41,8 @@ def prepare(*, database: bool = True) -> None:
             # In place: a connection object made before this (not yet connected) sees it too.
             default = settings.DATABASES["default"]
             default.update(ensure_server(settings.EMBEDDED_DB_DIR, default["NAME"]))
+            if settings.DATABASE_POOL:
+                default["OPTIONS"]["pool"] = dict(settings.DATABASE_POOL)
         _prepared.add("database")
 
 

@@ -183,12 +183,19 @@ _db_options: dict = {
     # pgvector 0.8: keep scanning the HNSW graph until enough rows pass the permission filter.
     "options": "-c hnsw.iterative_scan=relaxed_order -c hnsw.ef_search=100",
 }
-if RAG_DB_POOL_SIZE:
-    _db_options["pool"] = {
+DATABASE_POOL = (
+    {
         "min_size": min(2, RAG_DB_POOL_SIZE),
         "max_size": RAG_DB_POOL_SIZE,
         "timeout": RAG_DB_POOL_TIMEOUT,
     }
+    if RAG_DB_POOL_SIZE
+    else None
+)
+# The embedded server gets its pool from bootstrap.prepare(), with its address: before that, a
+# connection attempt fails at once, naming the server's folder, instead of the pool retrying it.
+if DATABASE_POOL and not EMBEDDED_DB:
+    _db_options["pool"] = dict(DATABASE_POOL)
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.postgresql",
