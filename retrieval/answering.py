@@ -38,7 +38,7 @@ from retrieval.answer_events import (
 from retrieval.citations import CITATION_MARKER
 from retrieval.limits import MAX_QUESTION_CHARS
 from retrieval.models import Citation, Conversation, Message
-from retrieval.search import Passage, SearchTimeout, SearchUnavailable, search
+from retrieval.search import Passage, SearchTimeout, SearchUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -316,8 +316,11 @@ def _stream(
     generator_name = ""
     try:
         yield Meta(conversation_id=conversation.pk, message_id=reply.pk)
-        passages = search(
-            user, query, collection_ids=[collection_id] if collection_id is not None else None
+        passages = services.timed_search(
+            user,
+            query,
+            via="answer",
+            collection_ids=[collection_id] if collection_id is not None else None,
         )
         best = max((p.similarity or 0.0 for p in passages), default=0.0)
         if best < settings.RAG_MIN_SIMILARITY:

@@ -17,7 +17,7 @@ from typing import Protocol
 import httpx
 from django.conf import settings
 
-from core import egress, model_http
+from core import egress, metrics, model_http
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,10 @@ FLAVOURS = ("cohere", "tei")
 
 class RerankUnavailable(Exception):
     """The rerank server could not be reached or answered something unusable; `str()` says why."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        metrics.model_error("reranker")  # every failure raises this once: counted for /metrics
 
 
 class Scorer(Protocol):
