@@ -145,13 +145,33 @@ def _endpoint_check(url: str, *, any_answer: bool) -> Callable[[float], dict]:
 
 def _auth_headers(url: str) -> dict[str, str]:
     for base, key in (
-        (settings.RAG_LLM_BASE_URL, settings.RAG_LLM_API_KEY),
+        *((replica, settings.RAG_LLM_API_KEY) for replica in _llm_replicas()),
         (settings.RAG_EMBEDDING_URL, settings.RAG_EMBEDDING_API_KEY),
         (settings.RAG_RERANKER_URL, settings.RAG_RERANKER_API_KEY),
     ):
-        if base and key and url.startswith(base.rstrip("/")):
+        if base and key and url.startswith(base.strip().rstrip("/")):
             return {"Authorization": f"Bearer {key}"}
     return {}
+
+
+def _llm_replicas() -> list[str]:
+    """The LLM base URLs RAG_LLM_BASE_URL lists (several replicas are separated by commas)."""
+    return [url.strip().rstrip("/") for url in settings.RAG_LLM_BASE_URL.split(",") if url.strip()]
+
+
+def _any_replica_check(checks: list[Callable[[float], dict]]) -> Callable[[float], dict]:
+    """Passes when at least one replica passes its check; reports each replica by its place in
+    RAG_LLM_BASE_URL (1, 2, …), never by address."""
+
+    def check(timeout: float) -> dict:
+        with ThreadPoolExecutor(len(checks), thread_name_prefix="readyz-llm") as pool:
+            results = list(pool.map(lambda one: _run(one, timeout), checks))
+        if not any(result["ok"] for result in results):
+            reasons = "; ".join(f"{n}: {r['error']}" for n, r in enumerate(results, 1))
+            raise CheckFailed(f"no replica answers ({reasons})")
+        return {"replicas": {str(n): result for n, result in enumerate(results, 1)}}
+
+    return check
 
 
 def _redacted(url: str) -> str:
@@ -165,9 +185,9 @@ def readiness_checks() -> dict[str, Callable[[float], dict]]:
         "broker": check_broker,
         "embedding_model": check_embedding_model,
     }
-    if settings.RAG_LLM_BASE_URL:
-        url = settings.RAG_LLM_BASE_URL.strip().rstrip("/") + "/models"
-        checks["llm"] = _endpoint_check(url, any_answer=False)
+    replicas = [_endpoint_check(url + "/models", any_answer=False) for url in _llm_replicas()]
+    if replicas:
+        checks["llm"] = replicas[0] if len(replicas) == 1 else _any_replica_check(replicas)
     if settings.RAG_EMBEDDING_URL:
         url = embedding.embeddings_url()[: -len("/embeddings")] + "/models"
         checks["embedding_server"] = _endpoint_check(url, any_answer=False)

@@ -317,7 +317,9 @@ RAG_RERANKER_API = env("RAG_RERANKER_API", "auto")
 RAG_RERANKER_REMOTE_MODEL = env("RAG_RERANKER_REMOTE_MODEL")
 RAG_RERANKER_API_KEY = env("RAG_RERANKER_API_KEY")
 RAG_RERANKER_TIMEOUT = env_float("RAG_RERANKER_TIMEOUT", 5.0)
-RAG_LLM_BASE_URL = env("RAG_LLM_BASE_URL")
+# One OpenAI-compatible base URL, or several replicas of the same model separated by commas: each
+# request goes to the next in turn, and past one that is down (retrieval/llm.py). Kept a string.
+RAG_LLM_BASE_URL = ",".join(env_list("RAG_LLM_BASE_URL"))
 RAG_LLM_MODEL = env("RAG_LLM_MODEL")
 RAG_LLM_API_KEY = env("RAG_LLM_API_KEY")
 RAG_LLM_TIMEOUT = env_float("RAG_LLM_TIMEOUT", 60.0)

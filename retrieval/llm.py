@@ -13,12 +13,14 @@ only ever see the answer.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
@@ -28,8 +30,12 @@ from core import egress, metrics, model_http
 from retrieval.search import Passage
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 UNAVAILABLE_MESSAGE = "The model is unavailable right now."
+# RAG_LLM_BASE_URL may list several replicas (comma-separated): requests take turns over them, and
+# a replica that failed before answering anything is skipped this long, unless all of them failed.
+REPLICA_COOL_DOWN_S = 30.0
 # Connection refused or connect timeout before anything was sent: safe to try again quickly.
 CONNECT_RETRIES = 2
 RETRY_PAUSE_S = 0.25
@@ -50,6 +56,15 @@ class ModelUnavailable(LLMError):
 
 class LLMConfigurationError(ImproperlyConfigured):
     """RAG_LLM_BASE_URL points somewhere it may not (outside loopback and the egress allow-list)."""
+
+
+class _ReplicaFailed(Exception):
+    """A replica failed before anything was streamed from it (connect error, timeout, 5xx): the
+    next replica may be asked. Never leaves this module; the last one becomes ModelUnavailable."""
+
+    def __init__(self, detail: str):
+        super().__init__(detail)
+        self.detail = detail
 
 
 class Thinking(str):
@@ -142,21 +157,27 @@ def is_allowed_endpoint(url: str) -> bool:
     return egress.endpoint_allowed(url, settings.RAG_ALLOWED_HOSTS_EGRESS)
 
 
+def base_urls() -> list[str]:
+    """The LLM replicas RAG_LLM_BASE_URL lists (one URL, or several separated by commas)."""
+    return [url.strip() for url in settings.RAG_LLM_BASE_URL.split(",") if url.strip()]
+
+
 def get_generator() -> Generator:
     """The configured generator: the OpenAI-compatible client when RAG_LLM_BASE_URL is set,
-    else the extractive answerer. Raises LLMConfigurationError for a forbidden endpoint."""
-    base_url = settings.RAG_LLM_BASE_URL
-    if not base_url:
+    else the extractive answerer. Raises LLMConfigurationError when any replica is forbidden."""
+    urls = base_urls()
+    if not urls:
         from retrieval.extractive import ExtractiveGenerator
 
         return ExtractiveGenerator()
-    if not is_allowed_endpoint(base_url):
-        raise LLMConfigurationError(
-            f"RAG_LLM_BASE_URL={base_url!r} is neither loopback nor a host listed in "
-            "RAG_ALLOWED_HOSTS_EGRESS; refusing to send documents there."
-        )
+    for url in urls:
+        if not is_allowed_endpoint(url):
+            raise LLMConfigurationError(
+                f"RAG_LLM_BASE_URL entry {url!r} is neither loopback nor a host listed in "
+                "RAG_ALLOWED_HOSTS_EGRESS; refusing to send documents there."
+            )
     return OpenAICompatibleGenerator(
-        base_url=base_url,
+        base_url=urls,
         model=settings.RAG_LLM_MODEL,
         api_key=settings.RAG_LLM_API_KEY,
         timeout=settings.RAG_LLM_TIMEOUT,
@@ -166,6 +187,40 @@ def get_generator() -> Generator:
     )
 
 
+# --- which replica answers ---------------------------------------------------------------------
+
+_turns = itertools.count()  # round-robin over the replicas, per process
+_down_until: dict[str, float] = {}  # replica base URL -> monotonic time its cool-down ends
+_down_lock = threading.Lock()
+
+
+def replica_order(urls: Sequence[str]) -> list[str]:
+    """The order to ask `urls` in for one request: starting one further along each time, the
+    replicas in their cool-down after the others (tried only when the others fail too)."""
+    if len(urls) <= 1:
+        return list(urls)
+    start = next(_turns) % len(urls)
+    turn = [*urls[start:], *urls[:start]]
+    now = time.monotonic()
+    with _down_lock:
+        cooling = {url for url in turn if _down_until.get(url, 0.0) > now}
+    return [u for u in turn if u not in cooling] + [u for u in turn if u in cooling]
+
+
+def _redact(url: str) -> str:
+    """scheme://host:port of a replica, for logs and error details (no credentials, no query)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
+
+
+def _mark(url: str, *, failed: bool) -> None:
+    with _down_lock:
+        if failed:
+            _down_until[url] = time.monotonic() + REPLICA_COOL_DOWN_S
+        else:
+            _down_until.pop(url, None)
+
+
 # --- OpenAI-compatible chat completions over HTTP ---------------------------------------------
 
 _model_ids: dict[str, str] = {}
@@ -173,11 +228,16 @@ _model_ids_lock = threading.Lock()
 
 
 class OpenAICompatibleGenerator:
-    """POST {base}/chat/completions with stream=true and read the server-sent events."""
+    """POST {base}/chat/completions with stream=true and read the server-sent events.
+
+    With several base URLs (replicas serving one model) each request starts at the next replica
+    in turn; a replica that fails before anything was streamed from it (connect error, timeout,
+    5xx) passes the request on to the next and sits out REPLICA_COOL_DOWN_S. A failure after the
+    first piece is never retried. Quick connect retries are made on the last replica asked only."""
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         model: str = "",
         api_key: str = "",
         timeout: float = 60.0,
@@ -185,7 +245,9 @@ class OpenAICompatibleGenerator:
         max_tokens: int = 768,
         temperature: float = 0.1,
     ):
-        self.base_url = base_url.rstrip("/")
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        self.base_urls = [url.rstrip("/") for url in urls]
+        self.base_url = self.base_urls[0]
         self._model = model
         self.api_key = api_key
         # `timeout` bounds each wait for bytes (the first token included), not the whole answer.
@@ -195,7 +257,8 @@ class OpenAICompatibleGenerator:
 
     @property
     def name(self) -> str:
-        return f"openai:{self._model or _model_ids.get(self.base_url, '')}"
+        known = (_model_ids[url] for url in self.base_urls if url in _model_ids)
+        return f"openai:{self._model or next(known, '')}"
 
     def _headers(self) -> dict[str, str]:
         headers = {"Accept": "text/event-stream"}
@@ -203,53 +266,98 @@ class OpenAICompatibleGenerator:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
 
-    def model_id(self) -> str:
-        """RAG_LLM_MODEL, else the first model the server lists (asked once per process)."""
+    def model_id(self, base: str | None = None, retries: int = CONNECT_RETRIES) -> str:
+        """RAG_LLM_MODEL, else the first model the replica `base` lists (asked once per process
+        and replica; without `base`, of the replicas in turn)."""
         if self._model:
             return self._model
+        if base is None:
+            return self._over_replicas(self.model_id)
         with _model_ids_lock:
-            if self.base_url not in _model_ids:
-                response = self._request("GET", "/models")
+            if base not in _model_ids:
+                response = self._request_one(base, retries, "GET", "/models")
                 try:
-                    _model_ids[self.base_url] = response.json()["data"][0]["id"]
+                    _model_ids[base] = response.json()["data"][0]["id"]
                 except (ValueError, KeyError, IndexError, TypeError) as exc:
                     raise ModelUnavailable(f"GET /models answered {response.text[:200]!r}") from exc
-        return _model_ids[self.base_url]
+        return _model_ids[base]
+
+    def _over_replicas(self, call: Callable[[str, int], _T]) -> _T:
+        """`call(base, connect_retries)` on each replica in turn until one does not raise
+        _ReplicaFailed; ModelUnavailable (one, with every replica's detail) when none answers."""
+        failures: list[str] = []
+        order = replica_order(self.base_urls)
+        for index, base in enumerate(order):
+            last = index == len(order) - 1
+            try:
+                result = call(base, CONNECT_RETRIES if last else 0)
+            except _ReplicaFailed as exc:
+                failures.append(self._failed(base, exc, last=last))
+                continue
+            _mark(base, failed=False)
+            return result
+        raise ModelUnavailable("; ".join(failures))
+
+    def _failed(self, base: str, exc: _ReplicaFailed, *, last: bool) -> str:
+        _mark(base, failed=True)
+        if len(self.base_urls) == 1:
+            return exc.detail
+        if not last:
+            logger.warning("LLM replica %s failed (%s); asking the next", _redact(base), exc.detail)
+        return f"{_redact(base)}: {exc.detail}"
 
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
-        """A non-streaming request with the same retry and error rules as `stream`."""
-        for attempt in range(CONNECT_RETRIES + 1):
+        """A non-streaming request with the same replica, retry and error rules as `stream`."""
+        return self._over_replicas(
+            lambda base, retries: self._request_one(base, retries, method, path, **kwargs)
+        )
+
+    def _request_one(
+        self, base: str, retries: int, method: str, path: str, **kwargs
+    ) -> httpx.Response:
+        for attempt in range(retries + 1):
             try:
                 with model_http.model_client(self.timeout) as client:
                     response = client.request(
-                        method, self.base_url + path, headers=self._headers(), **kwargs
+                        method, base + path, headers=self._headers(), **kwargs
                     )
             except model_http.EgressRefused as exc:
-                raise ModelUnavailable(f"{method} {path}: {exc}") from exc
+                raise _ReplicaFailed(f"{method} {path}: {exc}") from exc
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                if attempt < CONNECT_RETRIES:
+                if attempt < retries:
                     time.sleep(RETRY_PAUSE_S * (attempt + 1))
                     continue
-                raise ModelUnavailable(f"{method} {path}: {exc!r}") from exc
+                raise _ReplicaFailed(f"{method} {path}: {exc!r}") from exc
             except httpx.HTTPError as exc:
-                raise ModelUnavailable(f"{method} {path}: {exc!r}") from exc
+                raise _ReplicaFailed(f"{method} {path}: {exc!r}") from exc
             _raise_for_status(response, f"{method} {path}")
             return response
         raise AssertionError("unreachable")
 
     def complete(self, messages: list[dict], max_tokens: int | None = None) -> str:
         """The whole answer in one response (used for short jobs such as query rewriting)."""
-        body = self._body(messages, stream=False, max_tokens=max_tokens)
-        response = self._request("POST", "/chat/completions", json=body)
+
+        def ask(base: str, retries: int) -> httpx.Response:
+            body = self._body(base, retries, messages, stream=False, max_tokens=max_tokens)
+            return self._request_one(base, retries, "POST", "/chat/completions", json=body)
+
+        response = self._over_replicas(ask)
         try:
             # reasoning_content, if the server splits it off, is simply not read.
             return strip_thinking(response.json()["choices"][0]["message"]["content"] or "")
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise ModelUnavailable(f"unexpected completion {response.text[:200]!r}") from exc
 
-    def _body(self, messages: list[dict], stream: bool, max_tokens: int | None = None) -> dict:
+    def _body(
+        self,
+        base: str,
+        retries: int,
+        messages: list[dict],
+        stream: bool,
+        max_tokens: int | None = None,
+    ) -> dict:
         return {
-            "model": self.model_id(),
+            "model": self.model_id(base, retries),
             "messages": messages,
             "stream": stream,
             "max_tokens": max_tokens or self.max_tokens,
@@ -289,9 +397,26 @@ class OpenAICompatibleGenerator:
             )
 
     def _raw_stream(self, messages: list[dict]) -> Iterator[str]:
-        body = self._body(messages, stream=True)
-        url = self.base_url + "/chat/completions"
-        for attempt in range(CONNECT_RETRIES + 1):
+        failures: list[str] = []
+        order = replica_order(self.base_urls)
+        for index, base in enumerate(order):
+            last = index == len(order) - 1
+            try:
+                yield from self._stream_one(base, CONNECT_RETRIES if last else 0, messages)
+            except _ReplicaFailed as exc:  # raised before any piece only
+                failures.append(self._failed(base, exc, last=last))
+                continue
+            _mark(base, failed=False)
+            return
+        raise ModelUnavailable("; ".join(failures))
+
+    def _stream_one(self, base: str, retries: int, messages: list[dict]) -> Iterator[str]:
+        """One replica's answer; _ReplicaFailed when it fails before the first piece,
+        ModelUnavailable after (the reader has seen part of it)."""
+        body = self._body(base, retries, messages, stream=True)
+        url = base + "/chat/completions"
+        for attempt in range(retries + 1):
+            streamed = False
             try:
                 # The client ignores proxy settings and pins the connection (core.model_http).
                 with (
@@ -301,21 +426,27 @@ class OpenAICompatibleGenerator:
                     if response.status_code >= 400:
                         response.read()
                     _raise_for_status(response, "POST /chat/completions")
-                    yield from _read_events(response)
+                    for piece in _read_events(response):
+                        streamed = True
+                        yield piece
                 return
             except model_http.EgressRefused as exc:
-                raise ModelUnavailable(f"connect {url}: {exc}") from exc
+                raise _ReplicaFailed(f"connect {url}: {exc}") from exc
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 # Nothing reached the server, so nothing was generated: a quick retry is safe.
-                if attempt < CONNECT_RETRIES:
+                if attempt < retries:
                     time.sleep(RETRY_PAUSE_S * (attempt + 1))
                     continue
-                raise ModelUnavailable(f"connect {url}: {exc!r}") from exc
+                raise _ReplicaFailed(f"connect {url}: {exc!r}") from exc
             except httpx.HTTPError as exc:
-                raise ModelUnavailable(f"{url}: {exc!r}") from exc
+                if streamed:
+                    raise ModelUnavailable(f"{url}: {exc!r}") from exc
+                raise _ReplicaFailed(f"{url}: {exc!r}") from exc
 
 
 def _raise_for_status(response: httpx.Response, what: str) -> None:
+    if response.status_code >= 500:  # this replica is in trouble: another may answer
+        raise _ReplicaFailed(f"{what} answered {response.status_code}: {response.text[:300]!r}")
     if response.status_code >= 400:
         # 4xx too: a wrong model name or an over-long prompt is a fault a reader cannot fix.
         raise ModelUnavailable(f"{what} answered {response.status_code}: {response.text[:300]!r}")

@@ -74,11 +74,16 @@ def collect_findings() -> list[Finding]:
             "egress allow-list",
             "loopback" + (f" + {', '.join(allowed)}" if allowed else " only"),
         ),
-        _endpoint(
-            "LLM endpoint",
-            settings.RAG_LLM_BASE_URL,
-            allowed,
-            "none: answers come from the in-process extractive answerer",
+        # One finding per replica when RAG_LLM_BASE_URL lists several (comma-separated).
+        *(
+            _endpoint(
+                "LLM endpoint",
+                url,
+                allowed,
+                "none: answers come from the in-process extractive answerer",
+            )
+            for url in [u.strip() for u in settings.RAG_LLM_BASE_URL.split(",") if u.strip()]
+            or [""]
         ),
         _endpoint(
             "embedding endpoint",
