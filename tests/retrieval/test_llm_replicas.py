@@ -90,7 +90,7 @@ def test_a_replica_killed_mid_test_leaves_the_answers_to_the_other(dev_corpus, u
 
 
 def test_a_replica_that_failed_sits_out_its_cool_down(replicas, monkeypatch):
-    monkeypatch.setattr(llm, "REPLICA_COOL_DOWN_S", 2.0, raising=False)
+    monkeypatch.setattr(llm, "REPLICA_COOL_DOWN_S", 3.0, raising=False)
     first, second = replicas
     first.failure = "500"
 
@@ -99,7 +99,7 @@ def test_a_replica_that_failed_sits_out_its_cool_down(replicas, monkeypatch):
     assert answers == [second.answer] * 4  # the 500 was never seen by the reader
     assert len(first.chat_requests) == 1  # asked once, then skipped
     first.failure = None
-    time.sleep(2.1)
+    time.sleep(3.1)
     answers = [ask() for _ in range(4)]
     assert answers.count(first.answer) == 2  # back in turn after its cool-down
 
