@@ -7,7 +7,8 @@ RAG_RERANKER_URL), each within RAG_READY_TIMEOUT seconds and at the same time, a
 naming what failed. It never loads the embedding model (90 MB, seconds of CPU): "loaded" says
 whether this process has it in memory yet, and the check passes when it is loaded or can be
 (its files are there); the first search or document loads it. Model endpoints are asked a cheap
-GET (/models, the reranker's base URL) through core.model_http, under the egress rules.
+GET (/models, the reranker's base URL) through core.model_http, under the egress rules; with
+several LLM replicas, the check passes while one of them answers.
 The reasons shown are short and name no address; the details go to the log.
 
 /metrics serves core.metrics' counters and histograms, merged over every process that writes
