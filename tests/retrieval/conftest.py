@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from core.models import AuditEvent
 from ingestion.models import Collection, Document
 from tests.fakes.openai_server import FakeOpenAIServer, fake_llm
 
@@ -27,6 +28,7 @@ def dev_corpus(django_db_setup, django_db_blocker) -> Iterator[dict[str, Documen
     from ingestion import pipeline, services
 
     with django_db_blocker.unblock():
+        last_row = AuditEvent.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
         collection = Collection.objects.create(
             name="Python library (dev corpus)", visibility=Collection.Visibility.EVERYONE
         )
@@ -37,6 +39,9 @@ def dev_corpus(django_db_setup, django_db_blocker) -> Iterator[dict[str, Documen
             result.document.refresh_from_db()
             assert result.document.status == Document.Status.READY, result.document.error
             documents[name] = result.document
+        # Its uploads are audited (via=system) and committed like the corpus: gone, so that no
+        # test counting audit rows, of this module or later ones, sees the fixture's.
+        AuditEvent.objects.filter(pk__gt=last_row).delete()
     yield documents
     with django_db_blocker.unblock():
         collection.delete()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import AnonymousUser, User
 
+from core.models import AuditEvent
 from ingestion.models import Collection, Document
 from retrieval import evaluation
 from retrieval.search import MODES, Passage, full_text_query, search, search_collections
@@ -35,6 +36,7 @@ def dev_set(django_db_setup, django_db_blocker) -> Iterator[dict]:
     """The whole dev corpus (100 pages) in a restricted collection, ingested once by the
     in-process pipeline (80-110 s on two cores), and each question file's report over it."""
     with django_db_blocker.unblock():
+        last_row = AuditEvent.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
         started = time.monotonic()
         loaded = evaluation.ingest_corpus(SHARED_EVAL / "corpus", "dev set (search tests)")
         seconds = time.monotonic() - started
@@ -45,6 +47,7 @@ def dev_set(django_db_setup, django_db_blocker) -> Iterator[dict]:
             )
             for name in DEV_QUESTION_FILES
         }
+        AuditEvent.objects.filter(pk__gt=last_row).delete()  # the fixture's own upload rows
     print(f"\ndev corpus: {loaded.documents} documents ingested in {seconds:.0f}s")
     yield {"collection": loaded.collection, "reports": reports}
     with django_db_blocker.unblock():
