@@ -243,7 +243,9 @@ def test_no_key_a_revoked_key_or_a_deactivated_user_is_refused(site):
     with pytest.raises(ExceptionGroup) as refusal:
         call(url, site["outsider"], ("search", {"query": QUESTION}))
     assert refusal.group_contains(MCPError)
-    assert not AuditEvent.objects.filter(via=AuditEvent.Via.MCP, user=key.user).exists()
+    # No tool ran for the refused key: its only MCP row is the key's first (accepted) use.
+    rows = AuditEvent.objects.filter(via=AuditEvent.Via.MCP, user=key.user)
+    assert set(rows.values_list("action", flat=True)) <= {AuditEvent.Action.API_KEY_USED}
 
 
 def test_a_host_outside_allowed_hosts_is_refused(site):
