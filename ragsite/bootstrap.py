@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import socket
+from typing import cast
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -42,7 +43,8 @@ def prepare(*, database: bool = True) -> None:
             default = settings.DATABASES["default"]
             default.update(ensure_server(settings.EMBEDDED_DB_DIR, default["NAME"]))
             if settings.DATABASE_POOL:
-                default["OPTIONS"]["pool"] = dict(settings.DATABASE_POOL)
+                options = cast(dict, default["OPTIONS"])  # the settings' own dict, in place
+                options["pool"] = dict(settings.DATABASE_POOL)
         _prepared.add("database")
 
 
