@@ -25,10 +25,20 @@ class Collection(models.Model):
         EVERYONE = "everyone", "Everyone signed in"
         RESTRICTED = "restricted", "Only listed groups and users"
 
+    class Sensitivity(models.TextChoices):
+        """Which model endpoints may receive this collection's text (core.endpoints decides)."""
+
+        IN_HOUSE = "in_house", "In-house only"
+        REDACTED = "redacted", "Redacted: external models after personal data is removed"
+        SHAREABLE = "shareable", "Shareable: approved external models as is"
+
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True)
     visibility = models.CharField(
         max_length=20, choices=Visibility.choices, default=Visibility.RESTRICTED
+    )
+    sensitivity = models.CharField(
+        max_length=20, choices=Sensitivity.choices, default=Sensitivity.IN_HOUSE
     )
     reader_groups = models.ManyToManyField(Group, blank=True, related_name="readable_collections")
     reader_users = models.ManyToManyField(
