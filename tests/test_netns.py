@@ -19,7 +19,7 @@ CHILD = r"""
 import json, os
 from pathlib import Path
 import ragsite  # what the worker imports first: offline switches and the Python guard
-from core import egressNone
+from core import egress
 
 def lines(path):
     try:
