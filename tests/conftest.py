@@ -216,10 +216,16 @@ def _use_folder_broker(app, folder: Path, queue: str) -> None:
 
 
 def _reset_connections(app) -> None:
-    """Drop pooled broker connections so the next send uses the broker configured now."""
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
+    """Drop pooled broker connections so the next send uses the broker configured now.
+
+    kombu keeps its connection and producer pools in process-wide registries keyed by the broker
+    URL and options, and `app.pool` is the registry's entry: closing it alone leaves a closed pool
+    registered, which the next fixture pointing at the same broker would get back ("Acquire on
+    closed pool"). `kombu.pools.reset()` closes them and empties the registries."""
+    from kombu import pools
+
+    pools.reset()
+    app._pool = None
     app.amqp._producer_pool = None
 
 
