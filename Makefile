@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run stop test test-fast bench lint mypy-baseline format install chromium clean
+.PHONY: run stop test test-fast bench lint mypy-baseline format install chromium clean vendor-pdfjs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,13 @@ lint: install
 ## Rewrite mypy-baseline.txt from mypy's errors now (after fixing some; never to hide new ones).
 mypy-baseline: install
 	$(PY) tools/mypy_baseline.py update
+
+## pdf.js for the PDF citation viewer: the pinned pdfjs-dist's built files (legacy build), its
+## licence and version into static/vendor/pdfjs/, which is committed: no CDN, no build at run time.
+## Needs npm and the registry; run it only to change PDFJS_VERSION, then commit the folder.
+PDFJS_VERSION := 6.5.438
+vendor-pdfjs:
+	tools/vendor_pdfjs.sh $(PDFJS_VERSION) static/vendor/pdfjs
 
 format: install
 	$(VENV)/bin/ruff check --fix .
