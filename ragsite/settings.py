@@ -105,6 +105,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "ragsite.middleware.RequestIdMiddleware",  # first: every later log line has the request id
+    "ragsite.errors.DatabaseBusyMiddleware",  # no free database connection in time: 503
     "django.middleware.security.SecurityMiddleware",
     "ragsite.middleware.ContentSecurityPolicyMiddleware",  # the CSP header on HTML pages
     "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -19,3 +19,5 @@ urlpatterns = [
     path("api/v1/", include("ragsite.api_urls")),
     path("", include("retrieval.urls")),
 ]
+
+handler500 = "ragsite.errors.server_error"  # 503 when the connection pool is exhausted
