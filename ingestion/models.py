@@ -40,6 +40,9 @@ class Collection(models.Model):
     sensitivity = models.CharField(
         max_length=20, choices=Sensitivity.choices, default=Sensitivity.IN_HOUSE
     )
+    # The answer endpoint (core.endpoints name) used unless the person asking picks another;
+    # blank: the first in-house answer endpoint.
+    default_model = models.CharField(max_length=100, blank=True)
     reader_groups = models.ManyToManyField(Group, blank=True, related_name="readable_collections")
     reader_users = models.ManyToManyField(
         settings.AUTH_USER_MODEL, blank=True, related_name="readable_collections"
