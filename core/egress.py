@@ -284,6 +284,21 @@ def endpoint_allowed(url: str, allowed_hosts: list[str]) -> bool:
     return host.endswith(".localhost") and resolves_to_loopback(host)
 
 
+def endpoint_listed(url: str, allowed_hosts: list[str]) -> bool:
+    """Whether an HTTP(S) endpoint URL's host is named by an allow-list entry itself; loopback
+    counts only when listed. An external model endpoint must be listed to be used at all."""
+    try:
+        parts = urlsplit((url or "").strip())
+        port = parts.port
+    except ValueError:
+        return False
+    if parts.scheme.lower() not in {"http", "https"} or not parts.hostname:
+        return False
+    port = port or (443 if parts.scheme.lower() == "https" else 80)
+    host = parts.hostname.rstrip(".").lower()
+    return any(_host_matches(host, port, entry) for entry in allowed_hosts)
+
+
 def _host_matches(host: str, port: int, entry: str) -> bool:
     entry = entry.strip().lower()
     if not entry:

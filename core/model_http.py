@@ -85,8 +85,11 @@ class PinnedBackend(httpcore.NetworkBackend):
     the allowed networks hold: the address checked is the address connected to. TLS still
     verifies the certificate against the URL's host name (httpcore passes it as SNI)."""
 
-    def __init__(self, allowed_hosts: Iterable[str]):
+    def __init__(self, allowed_hosts: Iterable[str], external_host: str = ""):
         self.allowed_hosts = list(allowed_hosts)
+        # A configured external endpoint (core.endpoints) is a public host by design: only
+        # connections to that very name may go to public addresses.
+        self.external_host = external_host.rstrip(".").lower()
         self._inner = httpcore.SyncBackend()
 
     def connect_tcp(
@@ -100,7 +103,8 @@ class PinnedBackend(httpcore.NetworkBackend):
         addresses = egress.resolve(host, port)
         if not addresses:
             raise httpcore.ConnectError(f"{host!r} does not resolve")
-        permitted = [a for a in addresses if address_allowed(a, self.allowed_hosts)]
+        external = bool(self.external_host) and host.rstrip(".").lower() == self.external_host
+        permitted = [a for a in addresses if external or address_allowed(a, self.allowed_hosts)]
         if not permitted:
             shown = ", ".join(str(a) for a in addresses[:4])
             raise EgressRefused(
@@ -129,25 +133,32 @@ def _ssl_context() -> ssl.SSLContext:
 class PinnedTransport(httpx.HTTPTransport):
     """httpx's transport with the pinned backend and no proxy."""
 
-    def __init__(self, allowed_hosts: Iterable[str]):
+    def __init__(self, allowed_hosts: Iterable[str], external_host: str = ""):
         super().__init__(verify=_ssl_context())
         self._pool = httpcore.ConnectionPool(
             ssl_context=_ssl_context(),
             max_connections=10,
             max_keepalive_connections=5,
             keepalive_expiry=5.0,
-            network_backend=PinnedBackend(allowed_hosts),
+            network_backend=PinnedBackend(allowed_hosts, external_host),
         )
 
 
 def model_client(
-    timeout: httpx.Timeout | float, allowed_hosts: Iterable[str] | None = None
+    timeout: httpx.Timeout | float,
+    allowed_hosts: Iterable[str] | None = None,
+    external_host: str = "",
 ) -> httpx.Client:
     """The HTTP client every model call uses: trust_env=False, so HTTP(S)_PROXY, ALL_PROXY and
     .netrc never route prompts, passages or keys anywhere, and every connection pinned to an
-    allowed address (PinnedBackend). Use it as a context manager."""
+    allowed address (PinnedBackend). `external_host`: the host of a configured external endpoint,
+    which may resolve to public addresses. Use it as a context manager."""
     if allowed_hosts is None:
         from django.conf import settings
 
         allowed_hosts = settings.RAG_ALLOWED_HOSTS_EGRESS
-    return httpx.Client(timeout=timeout, trust_env=False, transport=PinnedTransport(allowed_hosts))
+    return httpx.Client(
+        timeout=timeout,
+        trust_env=False,
+        transport=PinnedTransport(allowed_hosts, external_host),
+    )

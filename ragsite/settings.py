@@ -377,6 +377,9 @@ def _cache_url() -> str:
     if url or not CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         return url
     broker = urlparse(CELERY_BROKER_URL)
+# Model endpoints with their roles and location (in_house | external), as JSON text or the path
+# of a JSON file; unset: the in-house endpoints above (core/endpoints.py describes the format).
+RAG_MODEL_ENDPOINTS = env("RAG_MODEL_ENDPOINTS")
     number = broker.path.strip("/")
     database = (int(number) + 1) % 16 if number.isdigit() else 1
     return broker._replace(path=f"/{database}").geturl()

@@ -19,10 +19,10 @@ from django.core.exceptions import PermissionDenied
 from django.db import connection, transaction
 from django.utils import timezone
 
-from core import audit
+from core import audit, endpoints
 from core.audit import Action, Via
 from ingestion.permissions import readable_collection_ids
-from retrieval import evidence, extractive, llm, prompts, services
+from retrieval import evidence, extractive, llm, prompts, routing, services
 from retrieval.answer_events import (
     AnswerEvent,
     Citations,
@@ -65,12 +65,15 @@ def stream_answer(
     conversation: Conversation | None = None,
     collection_id: int | None = None,
     via: Via = Via.WEB,
+    model: str | None = None,
 ) -> Iterator[AnswerEvent]:
-    """Answer `question` for `user`, streamed as AnswerEvents.
+    """Answer `question` for `user`, streamed as AnswerEvents; `model` names the answer
+    endpoint a person picked (core.endpoints), else the collection's default or the default.
 
     Checks run before the first event, when this is called: ValueError for an empty or over-long
-    question, PermissionDenied for another user's conversation. Everything after that (no
-    passages, a model that is down, a bug) ends the stream with a `done` or an `error` event.
+    question, routing.UnknownModel (a ValueError) for a model that may not answer,
+    PermissionDenied for another user's conversation. Everything after that (no passages, a
+    model that is down, a bug) ends the stream with a `done` or an `error` event.
     """
     question = question.strip()
     if not question:
@@ -79,7 +82,14 @@ def stream_answer(
         raise ValueError(f"Questions are limited to {MAX_QUESTION_CHARS} characters.")
     if conversation is not None and conversation.user_id != user.pk:
         raise PermissionDenied("This conversation belongs to someone else.")
-    return _stream(user, question, conversation, collection_id, via)
+    scope = collection_id
+    if scope is None and conversation is not None:
+        scope = conversation.collection_id
+    try:
+        endpoint: endpoints.Endpoint | Exception = routing.answer_endpoint(model, scope)
+    except endpoints.EndpointConfigurationError as exc:
+        endpoint = exc  # reported by the stream, like a model that is down
+    return _stream(user, question, conversation, collection_id, via, endpoint)
 
 
 def answer(
@@ -89,12 +99,18 @@ def answer(
     conversation: Conversation | None = None,
     collection_id: int | None = None,
     via: Via = Via.WEB,
+    model: str | None = None,
 ) -> CollectedAnswer:
     """`stream_answer`, collected. A failed answer has outcome model_unavailable or error and
     the friendly message as its text."""
     return collect(
         stream_answer(
-            user, question, conversation=conversation, collection_id=collection_id, via=via
+            user,
+            question,
+            conversation=conversation,
+            collection_id=collection_id,
+            via=via,
+            model=model,
         )
     )
 
@@ -118,6 +134,7 @@ def rewrite_query(
     question: str,
     previous_queries: Sequence[str],
     history: Sequence[tuple[str, str]] = (),
+    endpoint: endpoints.Endpoint | None = None,
 ) -> str:
     """A standalone search query for `question`. With RAG_LLM_REWRITE and a model configured,
     the model writes it from the conversation (retrieval.query_expansion). Otherwise, and when
@@ -127,7 +144,7 @@ def rewrite_query(
         return question
     from retrieval import query_expansion
 
-    if rewritten := query_expansion.model_rewrite(question, history):
+    if rewritten := query_expansion.model_rewrite(question, history, endpoint):
         return rewritten
     if not is_follow_up(question):
         return question
@@ -252,6 +269,36 @@ def _unknown_subject(generator, user: User, query: str, collection_id: int | Non
 # --- the pipeline -------------------------------------------------------------------------------
 
 
+def _generator_label(endpoint: endpoints.Endpoint, generator: llm.Generator) -> str:
+    """Message.generator: the generator's own name for today's default endpoints, with the
+    endpoint's name in front for configured ones, so an answer says which model wrote it."""
+    if endpoint.derived or endpoint.in_process:
+        return generator.name
+    return f"{endpoint.name} ({generator.name})"
+
+
+def _rewrite(
+    user: User,
+    reply: Message,
+    question: str,
+    previous_queries: list[str],
+    turns: list[tuple[str, str]],
+    turn_ids: list[int | None],
+    answering: endpoints.Endpoint,
+) -> str:
+    """The standalone query. A model rewrite sees only the earlier turns its endpoint may
+    receive (routing.screen_history), and its call is in the ledger like an answer's."""
+    rewriter = routing.rewrite_endpoint(answering)
+    if rewriter is None or not previous_queries:
+        return rewrite_query(question, previous_queries)
+    history, redactor = routing.screen_history(rewriter, turns, turn_ids)
+    if history.turns and settings.RAG_LLM_REWRITE:
+        routing.record(rewriter, endpoints.REWRITE, user=user, message_id=reply.pk, history=history)
+    query = rewrite_query(question, previous_queries, history.turns, rewriter)
+    # Redacted turns reach the rewriter with placeholders; the query searched has the names back.
+    return redactor.restore(query) if redactor is not None else query
+
+
 def release_connection() -> None:
     """Give this thread's database connection back (to the pool, else closed) while the model
     writes: seconds to minutes in which the answer asks the database nothing. Held, a hundred
@@ -262,9 +309,12 @@ def release_connection() -> None:
         connection.close()
 
 
-def _history(conversation: Conversation) -> tuple[list[tuple[str, str]], list[str]]:
-    """Earlier (role, content) turns worth showing the model, and earlier standalone queries.
-    An answer citing a document its reader can no longer read is left out: it may quote it."""
+def _history(
+    conversation: Conversation,
+) -> tuple[list[tuple[str, str]], list[str], list[int | None]]:
+    """Earlier (role, content) turns worth showing the model, earlier standalone queries, and
+    per turn the assistant message's id (None for a question). An answer citing a document its
+    reader can no longer read is left out: it may quote it."""
     from retrieval import selectors  # selectors imports this module
 
     recent = list(conversation.messages.order_by("-created_at", "-id")[: 2 * prompts.HISTORY_TURNS])
@@ -272,9 +322,11 @@ def _history(conversation: Conversation) -> tuple[list[tuple[str, str]], list[st
     withheld = selectors.answers_quoting_unreadable(conversation.user, [m.pk for m in recent])
     turns: list[tuple[str, str]] = []
     queries: list[str] = []
+    ids: list[int | None] = []
     for message in recent:
         if message.role == Message.Role.USER:
             turns.append((message.role, message.content))
+            ids.append(None)
             queries.append(message.content)
         elif (
             message.outcome == Message.Outcome.ANSWERED
@@ -282,9 +334,10 @@ def _history(conversation: Conversation) -> tuple[list[tuple[str, str]], list[st
             and message.pk not in withheld
         ):
             turns.append((message.role, message.content))
+            ids.append(message.pk)
             if message.search_query and queries:
                 queries[-1] = message.search_query  # the standalone form of that question
-    return turns, queries
+    return turns, queries, ids
 
 
 def _stream(
@@ -293,29 +346,31 @@ def _stream(
     conversation: Conversation | None,
     collection_id: int | None,
     via: Via,
+    endpoint: endpoints.Endpoint | Exception,
 ) -> Iterator[AnswerEvent]:
     started = time.monotonic()
     if conversation is None:
         conversation = services.create_conversation(user, question, collection_id)
     elif collection_id is None:
         collection_id = conversation.collection_id
-    history, previous_queries = _history(conversation)
-    query = rewrite_query(question, previous_queries, history)
+    turns, previous_queries, turn_ids = _history(conversation)
     with transaction.atomic():
         Message.objects.create(conversation=conversation, role=Message.Role.USER, content=question)
         reply = Message.objects.create(
-            conversation=conversation,
-            role=Message.Role.ASSISTANT,
-            content="",
-            search_query=query,
+            conversation=conversation, role=Message.Role.ASSISTANT, content=""
         )
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+    query = question
+    if isinstance(endpoint, endpoints.Endpoint):
+        query = _rewrite(user, reply, question, previous_queries, turns, turn_ids, endpoint)
     text_parts: list[str] = []
     cited_documents: list[int] = []
     outcome = ""
     generator_name = ""
     try:
         yield Meta(conversation_id=conversation.pk, message_id=reply.pk)
+        if not isinstance(endpoint, endpoints.Endpoint):
+            raise llm.LLMConfigurationError(str(endpoint))
         passages = services.timed_search(
             user,
             query,
@@ -330,53 +385,81 @@ def _stream(
             yield Token(NO_ANSWER_TEXT)
             yield Citations([])
         else:
-            prompt = prompts.build_prompt(question, passages, history)
-            if settings.RAG_LOG_PROMPTS:
-                logger.info("prompt for message %s: %s", reply.pk, json.dumps(prompt.messages))
-            generator = llm.get_generator()
-            generator_name = generator.name
-            unknown = _unknown_subject(generator, user, query, collection_id)
-            if unknown:
-                # The question names something no readable document mentions: say so rather
-                # than quote a look-alike passage.
+            # Only what this endpoint may receive goes into its prompt (retrieval.routing).
+            screened = routing.screen(endpoint, passages)
+            if not screened.sent:
                 outcome = Message.Outcome.NO_ANSWER
-                text_parts.append(unknown)
-                yield Token(unknown)
+                refusal = routing.nothing_allowed_text(endpoint, len(screened.withheld))
+                text_parts.append(refusal)
+                yield Token(refusal)
                 yield Citations([])
             else:
-                markers = MarkerFilter(len(prompt.passages))
-                if not isinstance(generator, extractive.ExtractiveGenerator):
-                    release_connection()  # a remote model: from here on, waiting for tokens
-                thinking = (
-                    False  # a reasoning model thinks first: the reader is told, once a stretch
+                history, redactor = routing.screen_history(
+                    endpoint, turns, turn_ids, screened.redactor
                 )
-                for piece in generator.stream(prompt.messages, prompt.passages, query=query):
-                    if isinstance(piece, llm.Thinking):
-                        if not thinking:
-                            yield Thinking()
-                        thinking = True
-                        continue
-                    thinking = False
-                    if text := markers.feed(piece):
+                prompt = prompts.build_prompt(question, screened.sent, history.turns)
+                carried = screened.subset(prompt.passages)
+                if settings.RAG_LOG_PROMPTS:
+                    logger.info("prompt for message %s: %s", reply.pk, json.dumps(prompt.messages))
+                generator = llm.generator_for(endpoint)
+                generator_name = _generator_label(endpoint, generator)
+                unknown = _unknown_subject(generator, user, query, collection_id)
+                if unknown:
+                    # The question names something no readable document mentions: say so
+                    # rather than quote a look-alike passage.
+                    outcome = Message.Outcome.NO_ANSWER
+                    text_parts.append(unknown)
+                    yield Token(unknown)
+                    yield Citations([])
+                else:
+                    # The ledger row is written before anything is sent.
+                    routing.record(
+                        endpoint,
+                        endpoints.ANSWER,
+                        user=user,
+                        message_id=reply.pk,
+                        screened=carried,
+                        history=history,
+                        history_turns=len(prompt.messages) - 2,
+                    )
+                    markers = MarkerFilter(len(prompt.passages))
+                    if not isinstance(generator, extractive.ExtractiveGenerator):
+                        release_connection()  # a remote model: from here on, waiting for tokens
+                    thinking = False  # a reasoning model thinks first: told once a stretch
+                    pieces = generator.stream(prompt.messages, prompt.passages, query=query)
+                    for piece in routing.restore(redactor, pieces):
+                        if isinstance(piece, llm.Thinking):
+                            if not thinking:
+                                yield Thinking()
+                            thinking = True
+                            continue
+                        thinking = False
+                        if text := markers.feed(piece):
+                            text_parts.append(text)
+                            yield Token(text)
+                    if text := markers.flush():
                         text_parts.append(text)
                         yield Token(text)
-                if text := markers.flush():
-                    text_parts.append(text)
-                    yield Token(text)
-                generator_name = generator.name  # the model id is known once it has answered
-                rows = _store_citations(reply, markers.used, prompt.passages)
-                cited_documents = [row.document_id for row in rows]
-                outcome = Message.Outcome.ANSWERED
-                if generator_name == extractive.ExtractiveGenerator.name and not rows:
-                    outcome = Message.Outcome.NO_ANSWER
-                yield Citations([citation_view(row) for row in rows])
+                    if note := routing.withheld_note(
+                        endpoint, len(screened.withheld), history.withheld
+                    ):
+                        text_parts.append(f"\n\n{note}")
+                        yield Token(f"\n\n{note}")
+                    # the model id is known once it has answered
+                    generator_name = _generator_label(endpoint, generator)
+                    rows = _store_citations(reply, markers.used, carried.originals)
+                    cited_documents = [row.document_id for row in rows]
+                    outcome = Message.Outcome.ANSWERED
+                    if generator_name == extractive.ExtractiveGenerator.name and not rows:
+                        outcome = Message.Outcome.NO_ANSWER
+                    yield Citations([citation_view(row) for row in rows])
     except (SearchTimeout, SearchUnavailable) as exc:
         # Say what happened: a search that timed out or could not embed the question.
         logger.warning("answer %s: search failed: %s", reply.pk, exc)
         outcome = Message.Outcome.ERROR
         text_parts = [str(exc.detail)]
         yield Error(str(exc.detail), outcome)
-    except (llm.LLMError, llm.LLMConfigurationError) as exc:
+    except (llm.LLMError, llm.LLMConfigurationError, endpoints.EndpointConfigurationError) as exc:
         logger.warning(
             "answer %s: model unavailable: %s", reply.pk, getattr(exc, "detail", "") or exc
         )
@@ -393,9 +476,12 @@ def _stream(
         reply.content = "".join(text_parts).strip()
         reply.outcome = outcome or Message.Outcome.ERROR
         reply.generator = generator_name[:200]
+        reply.search_query = query
         reply.latency_ms = int((time.monotonic() - started) * 1000)
         with transaction.atomic():  # the answer and its audit row: both or neither
-            reply.save(update_fields=["content", "outcome", "generator", "latency_ms"])
+            reply.save(
+                update_fields=["content", "outcome", "generator", "latency_ms", "search_query"]
+            )
             audit.record(
                 Action.ASK,
                 user=user,

@@ -26,7 +26,7 @@ import httpx
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from core import egress, metrics, model_http
+from core import egress, endpoints, metrics, model_http
 from retrieval.search import Passage
 
 logger = logging.getLogger(__name__)
@@ -187,6 +187,36 @@ def get_generator() -> Generator:
     )
 
 
+def generator_for(endpoint: endpoints.Endpoint) -> Generator:
+    """The generator talking to a configured endpoint (core.endpoints): the extractive answerer
+    for an in-process one, else the OpenAI-compatible client with the endpoint's model and key."""
+    if endpoint.in_process:
+        from retrieval.extractive import ExtractiveGenerator
+
+        return ExtractiveGenerator()
+    for url in endpoint.base_urls:
+        allowed = (
+            egress.endpoint_listed(url, settings.RAG_ALLOWED_HOSTS_EGRESS)
+            if endpoint.external
+            else is_allowed_endpoint(url)
+        )
+        if not allowed:
+            raise LLMConfigurationError(
+                f"model endpoint {endpoint.name!r}: {url!r} is not allowed by "
+                "RAG_ALLOWED_HOSTS_EGRESS; refusing to send documents there."
+            )
+    return OpenAICompatibleGenerator(
+        base_url=list(endpoint.base_urls),
+        model=endpoint.model,
+        api_key=endpoint.api_key(),
+        timeout=settings.RAG_LLM_TIMEOUT,
+        connect_timeout=settings.RAG_LLM_CONNECT_TIMEOUT,
+        max_tokens=settings.RAG_LLM_MAX_ANSWER_TOKENS + settings.RAG_LLM_REASONING_TOKENS,
+        temperature=settings.RAG_LLM_TEMPERATURE,
+        external_host=endpoint.host if endpoint.external else "",
+    )
+
+
 # --- which replica answers ---------------------------------------------------------------------
 
 _turns = itertools.count()  # round-robin over the replicas, per process
@@ -244,8 +274,11 @@ class OpenAICompatibleGenerator:
         connect_timeout: float = 5.0,
         max_tokens: int = 768,
         temperature: float = 0.1,
+        external_host: str = "",
     ):
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        # A configured external endpoint's host may resolve to public addresses (model_http).
+        self.external_host = external_host
         self.base_urls = [url.rstrip("/") for url in urls]
         self.base_url = self.base_urls[0]
         self._model = model
@@ -317,7 +350,9 @@ class OpenAICompatibleGenerator:
     ) -> httpx.Response:
         for attempt in range(retries + 1):
             try:
-                with model_http.model_client(self.timeout) as client:
+                with model_http.model_client(
+                    self.timeout, external_host=self.external_host
+                ) as client:
                     response = client.request(
                         method, base + path, headers=self._headers(), **kwargs
                     )
@@ -420,7 +455,9 @@ class OpenAICompatibleGenerator:
             try:
                 # The client ignores proxy settings and pins the connection (core.model_http).
                 with (
-                    model_http.model_client(self.timeout) as client,
+                    model_http.model_client(
+                        self.timeout, external_host=self.external_host
+                    ) as client,
                     client.stream("POST", url, json=body, headers=self._headers()) as response,
                 ):
                     if response.status_code >= 400:

@@ -110,3 +110,33 @@ class EvalRun(models.Model):
 
     def __str__(self) -> str:
         return f"rag_eval {self.questions_file} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class Disclosure(models.Model):
+    """One passage one model call carried: which endpoint received which passage, for whom.
+
+    Written (in bulk, before the call) for every answer and query-rewrite call that carries
+    passages or earlier answers, and for rerank calls to external endpoints. Ids are plain numbers,
+    not foreign keys: the record outlives re-ingested chunks and deleted documents; it expires with
+    RAG_RETENTION_DAYS like the audit log."""
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    message_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    endpoint = models.CharField(max_length=100)
+    host = models.CharField(max_length=255, blank=True)
+    location = models.CharField(max_length=20)  # in_house | external
+    role = models.CharField(max_length=20)  # answer | rewrite | rerank | embed
+    chunk_id = models.BigIntegerField(null=True, blank=True)
+    document_id = models.BigIntegerField(null=True, blank=True)
+    collection_id = models.BigIntegerField(null=True, blank=True)
+    sensitivity = models.CharField(max_length=20)
+    redacted = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"chunk {self.chunk_id} → {self.endpoint} ({self.role})"

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import httpx
 from django.conf import settings
 
+from core import endpoints
 from retrieval import llm
 
 logger = logging.getLogger(__name__)
@@ -38,11 +39,17 @@ HYDE_SYSTEM = (
 )
 
 
-def _short_job_generator() -> llm.OpenAICompatibleGenerator | None:
-    """The configured model client with the short-job timeout, or None without one."""
-    if not settings.RAG_LLM_BASE_URL:
+def _short_job_generator(
+    endpoint: endpoints.Endpoint | None = None,
+) -> llm.OpenAICompatibleGenerator | None:
+    """The model client (of `endpoint`, else the configured one) with the short-job timeout, or
+    None without one."""
+    if endpoint is not None:
+        generator: llm.Generator = llm.generator_for(endpoint)
+    elif not settings.RAG_LLM_BASE_URL:
         return None
-    generator = llm.get_generator()  # raises LLMConfigurationError for a forbidden endpoint
+    else:
+        generator = llm.get_generator()  # raises LLMConfigurationError for a forbidden endpoint
     if not isinstance(generator, llm.OpenAICompatibleGenerator):
         return None
     seconds = settings.RAG_LLM_QUERY_TIMEOUT
@@ -50,9 +57,11 @@ def _short_job_generator() -> llm.OpenAICompatibleGenerator | None:
     return generator
 
 
-def _ask(job: str, messages: list[dict], max_tokens: int) -> str | None:
+def _ask(
+    job: str, messages: list[dict], max_tokens: int, endpoint: endpoints.Endpoint | None = None
+) -> str | None:
     try:
-        generator = _short_job_generator()
+        generator = _short_job_generator(endpoint)
         if generator is None:
             return None
         # A reasoning model thinks first: its budget comes on top, as for answers.
@@ -64,9 +73,14 @@ def _ask(job: str, messages: list[dict], max_tokens: int) -> str | None:
         return None
 
 
-def model_rewrite(question: str, history: Sequence[tuple[str, str]]) -> str | None:
-    """A standalone query for `question` written by the model from the conversation `history`
-    ((role, content) pairs, oldest first); None when RAG_LLM_REWRITE is off, there is no
+def model_rewrite(
+    question: str,
+    history: Sequence[tuple[str, str]],
+    endpoint: endpoints.Endpoint | None = None,
+) -> str | None:
+    """A standalone query for `question` written by the model (`endpoint`, else the configured
+    one) from the conversation `history` ((role, content) pairs, oldest first, already screened
+    for that endpoint by retrieval.routing); None when RAG_LLM_REWRITE is off, there is no
     history, or the model fails or answers something that is not a query."""
     if not settings.RAG_LLM_REWRITE or not history:
         return None
@@ -83,7 +97,7 @@ def model_rewrite(question: str, history: Sequence[tuple[str, str]]) -> str | No
             + f"\n\nLast question: {question}\n\nStandalone query:",
         },
     ]
-    reply = _ask("query rewriting", messages, REWRITE_MAX_TOKENS)
+    reply = _ask("query rewriting", messages, REWRITE_MAX_TOKENS, endpoint)
     if reply is None:
         return None
     query = _one_line(reply)
