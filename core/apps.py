@@ -7,3 +7,6 @@ class CoreConfig(AppConfig):
 
     name = "core"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from core import sso  # noqa: F401  (registers the SSO settings check)

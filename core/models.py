@@ -1,4 +1,4 @@
-"""What every app shares: per-user API keys and the audit log.
+"""What every app shares: per-user API keys, the audit log, and who signs in through SSO.
 
 Both tables were created by the retrieval app (their names say so); they moved here so that
 ingestion can audit its actions and authenticate keys without importing retrieval.
@@ -45,6 +45,7 @@ class AuditEvent(models.Model):
         API_KEY_USED = "api_key_used", "Used an API key"
         COLLECTION_CREATED = "collection_created", "Created a collection"
         AUDIT_EXPORT = "audit_export", "Exported the audit log"
+        SSO_SIGN_IN = "sso_sign_in", "Signed in through SSO"
 
     class Via(models.TextChoices):
         """The entry point an action came through."""
@@ -73,3 +74,45 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.username} {self.action}"
+
+
+class SsoIdentity(models.Model):
+    """The identity provider's account a user signs in with (OpenID Connect issuer + subject).
+
+    SSO users are found by this pair only, never by e-mail or user name: an account at the
+    identity provider cannot take over a local account that happens to share its address."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sso_identity"
+    )
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["issuer", "subject"], name="core_sso_identity_unique")
+        ]
+        verbose_name = "SSO identity"
+        verbose_name_plural = "SSO identities"
+
+    def __str__(self) -> str:
+        return f"{self.subject} at {self.issuer}"
+
+
+class SsoGroup(models.Model):
+    """A Django group the identity provider manages (core.sso): one its groups claim has named.
+    At every SSO sign-in a user joins the managed groups the claim names and leaves those it no
+    longer names; groups without this mark are local and never touched by the sync."""
+
+    group = models.OneToOneField(
+        "auth.Group", on_delete=models.CASCADE, primary_key=True, related_name="sso"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "group managed by SSO"
+        verbose_name_plural = "groups managed by SSO"
+
+    def __str__(self) -> str:
+        return self.group.name

@@ -225,7 +225,8 @@ LOGOUT_REDIRECT_URL = "/accounts/login/"
 # The lockout check runs first; API keys never go through authenticate(), so they are unaffected.
 AUTHENTICATION_BACKENDS = [
     "ragsite.auth_backends.LoginRateLimitBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "core.sso.PasswordBackend",  # ModelBackend; under RAG_SSO_ONLY only superusers
+    "core.sso.OidcBackend",  # OpenID Connect sign-in, when RAG_OIDC_ISSUER is set
 ]
 AXES_ENABLED = env_bool("RAG_LOGIN_LOCKOUT", True)
 AXES_FAILURE_LIMIT = env_int("RAG_LOGIN_FAILURE_LIMIT", 5)
@@ -245,6 +246,30 @@ AXES_IPWARE_META_PRECEDENCE_ORDER = (
 # axes reads the AXES_IPWARE_* settings only when django-ipware is installed (it is not), and
 # otherwise keys lockouts on the proxy's address; the audit log's rule applies them to both.
 AXES_CLIENT_IP_CALLABLE = "core.audit.client_ip"
+
+# --- single sign-on: OpenID Connect next to the local accounts (core.sso, README "SSO") --------
+# On when an issuer and a client id are set. Nothing contacts the identity provider at startup:
+# endpoints not set here are discovered from the issuer's .well-known document at the first
+# sign-in. The back-channel endpoints (token, userinfo, JWKS, discovery) must pass the egress
+# rules of RAG_ALLOWED_HOSTS_EGRESS, like a model endpoint; the browser alone visits the
+# authorization endpoint.
+RAG_OIDC_ISSUER = env("RAG_OIDC_ISSUER")
+RAG_OIDC_CLIENT_ID = env("RAG_OIDC_CLIENT_ID")
+RAG_OIDC_CLIENT_SECRET = env("RAG_OIDC_CLIENT_SECRET")
+RAG_OIDC_PROVIDER_NAME = env("RAG_OIDC_PROVIDER_NAME", "single sign-on")  # "Sign in with …"
+RAG_OIDC_SCOPES = env("RAG_OIDC_SCOPES", "openid email profile")
+RAG_OIDC_GROUPS_CLAIM = env("RAG_OIDC_GROUPS_CLAIM", "groups")
+RAG_OIDC_AUTHORIZATION_ENDPOINT = env("RAG_OIDC_AUTHORIZATION_ENDPOINT")
+RAG_OIDC_TOKEN_ENDPOINT = env("RAG_OIDC_TOKEN_ENDPOINT")
+RAG_OIDC_USERINFO_ENDPOINT = env("RAG_OIDC_USERINFO_ENDPOINT")
+RAG_OIDC_JWKS_ENDPOINT = env("RAG_OIDC_JWKS_ENDPOINT")
+RAG_OIDC_SIGN_ALGO = env("RAG_OIDC_SIGN_ALGO", "RS256")
+RAG_OIDC_TOKEN_AUTH = env("RAG_OIDC_TOKEN_AUTH", "client_secret_basic")  # or client_secret_post
+RAG_OIDC_TIMEOUT = env_float("RAG_OIDC_TIMEOUT", 10.0)
+# Only SSO signs people in: the password form is hidden and password sign-ins are refused, but
+# for superusers (manage.py createsuperuser, make run's admin) at /admin/login/: the way in while
+# the identity provider is down.
+RAG_SSO_ONLY = env_bool("RAG_SSO_ONLY", False)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env("TZ", "UTC") or "UTC"
