@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run stop test test-fast bench lint mypy-baseline format install chromium clean vendor-pdfjs
+.PHONY: run stop test test-fast bench lint mypy-baseline format install chromium oidc-provider clean vendor-pdfjs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ stop:
 
 ## Install and run the whole suite (browser tests need Debian's chromium; installed when missing).
 ## The suite runs in a network namespace with only loopback (tests/netns_run.sh): nothing can leave.
-test: install chromium
+test: install chromium oidc-provider
 	PY=$(PY) tests/netns_run.sh
 
 ## The suite without the browser tests (marker e2e) and those with a real Celery worker (worker):
@@ -40,6 +40,12 @@ test-fast: install
 
 chromium:
 	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] && { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || echo "chromium missing: browser tests will be skipped, and fail under CI=true (apt-get install chromium)"; }
+
+# The OpenID Connect provider the SSO browser tests start on loopback (npm's oidc-provider, from the
+# committed lock file): installed here, since the suite itself runs without a network.
+OIDC_PROVIDER := tests/oidc/node_modules/.package-lock.json
+oidc-provider:
+	@[ $(OIDC_PROVIDER) -nt tests/oidc/package-lock.json ] || { command -v npm >/dev/null && (cd tests/oidc && npm ci --no-audit --no-fund --silent); } || echo "npm missing: the SSO browser tests will be skipped, and fail under CI=true (apt-get install nodejs npm)"
 
 ## Benchmarks: ingestion throughput, retrieval latency, retrieval quality on the dev set.
 bench: install
@@ -74,4 +80,4 @@ format: install
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) tests/artifacts .pytest_cache
+	rm -rf $(VENV) tests/artifacts .pytest_cache tests/oidc/node_modules
