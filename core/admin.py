@@ -1,5 +1,5 @@
-"""The Django admin for what core keeps: the audit log (read-only, filtered, exported as CSV)
-and API keys (shown by prefix, revocable)."""
+"""The Django admin for what core keeps: the audit log (read-only, filtered, exported as CSV),
+API keys (shown by prefix, revocable), and the SSO identities and groups (shown; core.sso)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from django.utils.html import format_html
 
 from core import apikeys, audit
 from core.audit import Via
-from core.models import ApiKey, AuditEvent
+from core.models import ApiKey, AuditEvent, SsoGroup, SsoIdentity
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -130,3 +130,24 @@ class ApiKeyAdmin(ReadOnlyAdmin):
             for key in queryset.select_related("user")
         )
         self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)
+
+
+@admin.register(SsoIdentity)
+class SsoIdentityAdmin(ReadOnlyAdmin):
+    """Which provider account each SSO user signs in with. Deleting a row unlinks it: that
+    account's next sign-in creates a new user."""
+
+    list_display = ["user", "subject", "issuer", "created_at"]
+    search_fields = ["user__username", "subject"]
+    list_select_related = ["user"]
+
+
+@admin.register(SsoGroup)
+class SsoGroupAdmin(ReadOnlyAdmin):
+    """The groups the provider's groups claim manages (core.sso.sync_groups): made by the sync."""
+
+    list_display = ["group", "created_at"]
+    list_select_related = ["group"]
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # the next sign-in whose claim names the group would mark it again

@@ -13,7 +13,7 @@ from django.contrib.auth.models import Group, Permission, User
 from django.core.exceptions import SuspiciousOperation
 
 from core import sso
-from core.models import SsoGroup
+from core.models import SsoGroup, SsoIdentity
 
 ISSUER = "https://idp.example.org/realms/staff"
 CLIENT_ID = "ragsite"
@@ -155,3 +155,12 @@ def test_without_an_issuer_the_sso_pages_do_not_exist(client, db, settings):
     settings.RAG_OIDC_ISSUER = ""
     assert client.get("/accounts/oidc/authenticate/").status_code == 404
     assert "Sign in with" not in client.get("/accounts/login/").content.decode()
+
+
+def test_the_admin_lists_sso_identities_and_managed_groups(admin_client, db):
+    user = User.objects.create_user("sso-user")
+    sso.sync_groups(user, ["engineering"])
+    SsoIdentity.objects.create(user=user, issuer=ISSUER, subject="f81d4fae")
+    identities = admin_client.get("/admin/core/ssoidentity/").content.decode()
+    assert "f81d4fae" in identities
+    assert "engineering" in admin_client.get("/admin/core/ssogroup/").content.decode()

@@ -134,7 +134,9 @@ def test_sso_creates_the_user_and_collection_access_follows_the_providers_groups
     local_alice = User.objects.create_user("alice", "alice@example.org", PASSWORD)
     engineering = Group.objects.create(name="engineering")  # made by an admin, before any SSO
     staff_rights = Group.objects.create(name="console-staff")
-    staff_rights.permissions.add(Permission.objects.get(content_type__app_label="ingestion", codename="add_document"))
+    staff_rights.permissions.add(
+        Permission.objects.get(content_type__app_label="ingestion", codename="add_document")
+    )
     make_collection("Engineering handbook", groups=[engineering])
     make_collection("Staff notes", groups=[staff_rights])
     make_collection("Everyone's FAQ", everyone=True)
