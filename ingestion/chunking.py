@@ -9,10 +9,16 @@ No chunk is longer than RAG_CHUNK_MAX_CHARS characters, whatever the tokenizer m
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ingestion.parsing import Block, ParsedDocument
+
+# (page, left, top, right, bottom): a rectangle of a page holding part of a passage, its edges as
+# shares (0..1) of the page's width and height from the top left corner (what Chunk.page_boxes
+# stores, and the PDF viewer highlights).
+PageBox = tuple[int, float, float, float, float]
 
 HEADING_SEPARATOR = " > "
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n+")
@@ -25,6 +31,8 @@ class ChunkDraft:
     page_start: int | None
     page_end: int | None
     token_count: int
+    # Where the passage is on its pages (PDFs only): its lines, adjoining ones merged.
+    page_boxes: tuple[PageBox, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,7 @@ class _Unit:
     page: int | None
     tokens: int
     page_end: int | None = None
+    boxes: tuple[PageBox, ...] = ()
 
 
 def embedding_text(title: str, heading: str, text: str) -> str:
@@ -102,15 +111,33 @@ def _units(
     a table as groups of rows, each group headed by the table's header row."""
     if block.kind == "table":
         return _table_units(block, count_tokens, budget, max_chars)
-    text = f"- {block.text}" if block.kind == "list" else block.text
+    marker = "- " if block.kind == "list" else ""
+    text = marker + block.text
     tokens = count_tokens(text)
     if tokens <= budget and len(text) <= max_chars:
-        return [_Unit(text, block.page, tokens, block.page_end)]
+        return [_Unit(text, block.page, tokens, block.page_end, _boxes(block, 0, len(block.text)))]
     units = []
+    cursor = 0  # where in `text` the next piece is looked for: pieces come in order
     for sentence in filter(None, (s.strip() for s in _SENTENCE_END.split(text))):
         for piece in _fit(sentence, count_tokens, budget, max_chars):
-            units.append(_Unit(piece, block.page, count_tokens(piece), block.page_end))
+            # Sentences and their pieces are cut from `text` unchanged (a piece joins words by
+            # the single spaces that separated them), so each is found as it is.
+            found = text.find(piece, cursor)
+            start = found if found >= 0 else cursor
+            cursor = start + len(piece)
+            boxes = _boxes(block, start - len(marker), cursor - len(marker))
+            units.append(_Unit(piece, block.page, count_tokens(piece), block.page_end, boxes))
     return units
+
+
+def _boxes(block: Block, start: int, end: int) -> tuple[PageBox, ...]:
+    """The boxes of the block's lines that hold any of its text from `start` to `end`."""
+    if not block.line_boxes:
+        return ()
+    starts = [line[0] for line in block.line_boxes]
+    first = max(bisect_right(starts, max(start, 0)) - 1, 0)
+    last = max(bisect_left(starts, end) - 1, first)
+    return tuple(line[1:] for line in block.line_boxes[first : last + 1])
 
 
 def _fit(text: str, count_tokens: Callable[[str], int], budget: int, max_chars: int) -> list[str]:
@@ -204,6 +231,7 @@ def _pack(
                 page_start=min(starts) if starts else None,
                 page_end=max(ends) if ends else None,
                 token_count=sum(u.tokens for u in window),
+                page_boxes=merge_boxes([box for u in window for box in u.boxes]),
             )
         )
 
@@ -224,3 +252,25 @@ def _pack(
     if window and fresh:
         emit()
     return drafts
+
+
+def merge_boxes(boxes: list[PageBox]) -> tuple[PageBox, ...]:
+    """The boxes in reading order, repeats dropped (two sentences of one line), and each line
+    merged into the box above it when they adjoin on the page: same page, overlapping across,
+    and under 0.8 of a line apart (a paragraph's lines become one box, leading and all; a column or
+    a paragraph after a blank line stays apart)."""
+    merged: list[PageBox] = []
+    for box in dict.fromkeys(boxes):
+        if merged:
+            page, left, top, right, bottom = merged[-1]
+            height = box[4] - box[2]
+            if (
+                box[0] == page
+                and box[1] < right
+                and left < box[3]
+                and -height / 2 <= box[2] - bottom < height * 0.8
+            ):
+                merged[-1] = (page, min(left, box[1]), top, max(right, box[3]), max(bottom, box[4]))
+                continue
+        merged.append(box)
+    return tuple(merged)

@@ -123,6 +123,10 @@ class Chunk(models.Model):
     heading = models.TextField(blank=True)  # heading path, "Part > Section > Subsection"
     page_start = models.PositiveIntegerField(null=True, blank=True)
     page_end = models.PositiveIntegerField(null=True, blank=True)
+    # Where the passage is on the pages of a PDF, for the viewer to highlight it: a list of
+    # [page, left, top, right, bottom], edges as shares (0..1) of the page from its top left
+    # corner (ingestion.chunking.PageBox). Empty for other formats and chunks stored before.
+    page_boxes = models.JSONField(default=list, blank=True)
     token_count = models.PositiveIntegerField()
     embedding = VectorField(dimensions=settings.RAG_EMBEDDING_DIM)
     # Kept in sync by PostgreSQL itself: a stored generated column, title and headings weighted up.

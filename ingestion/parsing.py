@@ -53,6 +53,11 @@ class ParseError(Exception):
     """A file that cannot be turned into text; the message is shown to people as the reason."""
 
 
+# (offset of the line's first character in the block's text, page, left, top, right, bottom):
+# the edges as shares (0..1) of the page's width and height, measured from its top left corner.
+LineBox = tuple[int, int, float, float, float, float]
+
+
 @dataclass(frozen=True)
 class Block:
     text: str
@@ -63,6 +68,8 @@ class Block:
     page_end: int | None = None
     # A table's header row ("Name | Value"), repeated at the top of every chunk of that table.
     header: str = ""
+    # Where each line of `text` is on its page (PDFs only), in reading order: LineBox tuples.
+    line_boxes: tuple[LineBox, ...] = ()
 
 
 @dataclass
@@ -174,13 +181,16 @@ def parsed_to_dict(parsed: ParsedDocument) -> dict:
         "title": parsed.title,
         "page_count": parsed.page_count,
         "metadata": parsed.metadata,
-        "blocks": [[b.text, b.kind, b.page, b.level, b.page_end, b.header] for b in parsed.blocks],
+        "blocks": [
+            [b.text, b.kind, b.page, b.level, b.page_end, b.header, [list(x) for x in b.line_boxes]]
+            for b in parsed.blocks
+        ],
     }
 
 
 def parsed_from_dict(data: dict) -> ParsedDocument:
     blocks = []
-    for text, kind, page, level, page_end, header in data["blocks"]:
+    for text, kind, page, level, page_end, header, line_boxes in data["blocks"]:
         blocks.append(
             Block(
                 str(text),
@@ -189,6 +199,7 @@ def parsed_from_dict(data: dict) -> ParsedDocument:
                 int(level),
                 int(page_end) if page_end is not None else None,
                 str(header),
+                tuple(_line_box(*box) for box in line_boxes),
             )
         )
     page_count = data.get("page_count")
@@ -198,6 +209,15 @@ def parsed_from_dict(data: dict) -> ParsedDocument:
         page_count=int(page_count) if page_count is not None else None,
         metadata=dict(data.get("metadata") or {}),
     )
+
+
+def _line_box(
+    offset: int, page: int, left: float, top: float, right: float, bottom: float
+) -> LineBox:
+    def share(value: float) -> float:
+        return min(max(float(value), 0.0), 1.0)
+
+    return (int(offset), int(page), share(left), share(top), share(right), share(bottom))
 
 
 def preload() -> None:
@@ -257,6 +277,8 @@ class _PdfBox:
     size: float
     top: float  # distance of the box's top from the page top, as a share of the page height
     bottom: float  # distance of the box's bottom from the page top, as a share
+    # Each line's (left, top, right, bottom), shares of the page from its top left corner.
+    rects: list[tuple[float, float, float, float]] = field(default_factory=list)
 
 
 def _parse_pdf(path: Path) -> ParsedDocument:
@@ -270,11 +292,27 @@ def _parse_pdf(path: Path) -> ParsedDocument:
     try:
         for page_number, page in enumerate(extract_pages(str(path), laparams=LAParams()), start=1):
             page_count = page_number
-            height = max(page.height, 1.0)
+            width, height = max(page.width, 1.0), max(page.height, 1.0)
             for element in page:
                 if not isinstance(element, LTTextBox):
                     continue
-                lines = [line for line in normalize_text(element.get_text()).split("\n") if line]
+                # The box's text line by line, each with its place on the page (what a viewer
+                # highlights a cited passage by); element.get_text() is these lines' text joined.
+                lines: list[str] = []
+                rects: list[tuple[float, float, float, float]] = []
+                for line in element:
+                    if not isinstance(line, LTTextLine):
+                        continue
+                    rect = (
+                        round((line.x0 - page.x0) / width, 4),
+                        round((page.y1 - line.y1) / height, 4),
+                        round((line.x1 - page.x0) / width, 4),
+                        round((page.y1 - line.y0) / height, 4),
+                    )
+                    for text in normalize_text(line.get_text()).split("\n"):
+                        if text:
+                            lines.append(text)
+                            rects.append(rect)
                 if not lines:
                     continue
                 sizes = [
@@ -291,6 +329,7 @@ def _parse_pdf(path: Path) -> ParsedDocument:
                         statistics.median(sizes) if sizes else 0.0,
                         top=(page.y1 - element.y1) / height,
                         bottom=(page.y1 - element.y0) / height,
+                        rects=rects,
                     )
                 )
     except PDFPasswordIncorrect as exc:
@@ -326,19 +365,23 @@ def _parse_pdf(path: Path) -> ParsedDocument:
         rounded = round(box.size, 1)
         if rounded in heading_sizes and len(box.lines) == 1:
             level = min(heading_sizes.index(rounded), 5)
-            blocks.append(Block(box.lines[0], "heading", box.page, level))
+            line_box = ((0, box.page, *box.rects[0]),)
+            blocks.append(Block(box.lines[0], "heading", box.page, level, line_boxes=line_box))
             continue
-        text = _reflow(box.lines, vocabulary)
+        text, starts = _reflow(box.lines, vocabulary)
         previous = blocks[-1] if blocks else None
         if previous is not None and previous.kind == "text" and _continues(previous.text, text):
+            joined = _join_lines(previous.text, text, vocabulary)
+            shift = len(joined) - len(text)  # the box's text ends the joined text unchanged
             blocks[-1] = Block(
-                _join_lines(previous.text, text, vocabulary),
+                joined,
                 "text",
                 previous.page,
                 page_end=box.page if box.page != previous.page else previous.page_end,
+                line_boxes=previous.line_boxes + _line_boxes(box, starts, shift),
             )
         else:
-            blocks.append(Block(text, "text", box.page))
+            blocks.append(Block(text, "text", box.page, line_boxes=_line_boxes(box, starts)))
     title = _pdf_title(path) or next((b.text for b in blocks if b.kind == "heading"), "")
     return ParsedDocument(blocks=blocks, title=title, page_count=page_count)
 
@@ -390,14 +433,25 @@ def _recurs(seen: list[tuple[int, str]], needed: int) -> bool:
     return False
 
 
-def _reflow(lines: list[str], vocabulary: set[str]) -> str:
+def _reflow(lines: list[str], vocabulary: set[str]) -> tuple[str, list[int]]:
+    """The lines as one paragraph, and where each line starts in it. Joining may drop the hyphen
+    ending a line but never changes the line appended, so each line is the end of the text made
+    so far."""
     text = lines[0]
+    starts = [0]
     for line in lines[1:]:
         if _LIST_MARKER.match(line):
             text += "\n" + line
         else:
             text = _join_lines(text, line, vocabulary)
-    return text
+        starts.append(len(text) - len(line))
+    return text, starts
+
+
+def _line_boxes(box: _PdfBox, starts: list[int], shift: int = 0) -> tuple[LineBox, ...]:
+    return tuple(
+        (start + shift, box.page, *rect) for start, rect in zip(starts, box.rects, strict=True)
+    )
 
 
 def _join_lines(first: str, second: str, vocabulary: set[str]) -> str:

@@ -205,6 +205,7 @@ def _process(document: Document, started: float) -> IngestResult:
                     heading=draft.heading,
                     page_start=draft.page_start,
                     page_end=draft.page_end,
+                    page_boxes=[list(box) for box in draft.page_boxes],
                     token_count=draft.token_count,
                     embedding=vector,
                 )
