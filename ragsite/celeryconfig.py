@@ -15,6 +15,7 @@ if broker_url.startswith("filesystem://"):
         "data_folder_out": str(_queue_dir),
         "control_folder": str(_queue_dir / "control"),  # default: ./control in the working dir
         "store_processed": False,
+        "polling_interval": settings.BROKER_POLL_SECONDS,
     }
 else:
     # Redis: an unacknowledged message goes back to the queue after this many seconds.

@@ -296,6 +296,9 @@ DATA_UPLOAD_MAX_NUMBER_FILES = env_int("RAG_MAX_FILES_PER_UPLOAD", 500)
 # needs no server, which is what a laptop without Redis wants. Production sets a Redis URL.
 CELERY_BROKER_URL = env("CELERY_BROKER_URL") or "filesystem://"
 BROKER_DIR = Path(env("RAG_BROKER_DIR", str(DATA_DIR / "broker"))).resolve()
+# How often an idle worker looks in that folder for the next task (kombu's default is 1 s, which
+# made the queue hand out about one small document per second: bench/queue_bench.py).
+BROKER_POLL_SECONDS = env_float("RAG_BROKER_POLL_SECONDS", 0.1)
 CELERY_QUEUE = env("RAG_CELERY_QUEUE", "ragsite")
 CELERY_TASK_TIME_LIMIT = env_int("RAG_TASK_TIME_LIMIT", 1800)
 CELERY_VISIBILITY_TIMEOUT = env_int("RAG_VISIBILITY_TIMEOUT", CELERY_TASK_TIME_LIMIT + 300)
