@@ -21,10 +21,9 @@ from urllib.parse import urlsplit
 import httpx
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Group
 from django.core import checks
-from django.core.exceptions import SuspiciousOperation
+from django.core.exceptions import PermissionDenied, SuspiciousOperation
 from django.db import transaction
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.utils import import_from_settings
@@ -430,16 +429,25 @@ def _json(response: httpx.Response, what: str) -> dict:
     return value
 
 
-class PasswordBackend(ModelBackend):
-    """Django's user name + password sign-in; under RAG_SSO_ONLY only superusers may use it (the
-    way in while the provider is down), everyone else signs in through the provider."""
+class SsoOnlyGate:
+    """Under RAG_SSO_ONLY, placed before Django's ModelBackend: a password sign-in of anyone but
+    a superuser (the way in while the provider is down) is refused before the password is looked
+    at; everyone else signs in through the provider. Otherwise it steps aside. (A gate rather
+    than a replacement of ModelBackend: sessions name their backend, and those signed in with a
+    password stay valid. No get_user: Django's test client and session loading pass it by.)"""
 
     def authenticate(self, request, username=None, password=None, **kwargs: Any):
-        user = super().authenticate(request, username=username, password=password, **kwargs)
-        if user is not None and sso_only() and not user.is_superuser:
-            logger.info("SSO only: password sign-in of %s refused", user.get_username())
+        if not sso_only() or password is None:
             return None
-        return user
+        User = get_user_model()
+        username = username if username is not None else kwargs.get(User.USERNAME_FIELD)
+        superuser = User._default_manager.filter(
+            **{User.USERNAME_FIELD: username}, is_superuser=True
+        ).exists()
+        if not superuser:
+            logger.info("SSO only: a password sign-in as %r refused", str(username)[:150])
+            raise PermissionDenied("Password sign-in is off: sign in through SSO.")
+        return None
 
 
 @checks.register(checks.Tags.security)

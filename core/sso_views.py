@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 import jwt
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.core.exceptions import SuspiciousOperation
@@ -24,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 class LoginView(auth_views.LoginView):
     """Django's sign-in page, telling the template whether SSO is on and whether it is the only
-    way in (then the password form is not shown; core.sso.PasswordBackend refuses the POST)."""
+    way in (then the password form is not shown; core.sso.SsoOnlyGate refuses the POST)."""
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
@@ -72,6 +73,13 @@ class CallbackView(OIDCAuthenticationCallbackView):
     @property
     def failure_url(self) -> str:
         return reverse("login")
+
+    def login_success(self) -> HttpResponse:
+        response = super().login_success()
+        # Groups are synced at sign-in: a bounded session is how a group the provider removed
+        # stops granting access within RAG_OIDC_SESSION_HOURS even for someone who never signs out.
+        self.request.session.set_expiry(int(settings.RAG_OIDC_SESSION_HOURS * 3600))
+        return response
 
     def get(self, request: HttpRequest) -> HttpResponse:
         if not sso.enabled():

@@ -266,6 +266,9 @@ RAG_OIDC_JWKS_ENDPOINT = env("RAG_OIDC_JWKS_ENDPOINT")
 RAG_OIDC_SIGN_ALGO = env("RAG_OIDC_SIGN_ALGO", "RS256")
 RAG_OIDC_TOKEN_AUTH = env("RAG_OIDC_TOKEN_AUTH", "client_secret_basic")  # or client_secret_post
 RAG_OIDC_TIMEOUT = env_float("RAG_OIDC_TIMEOUT", 10.0)
+# An SSO session ends after this many hours (the next sign-in, usually silent at the provider,
+# syncs the groups again); password sessions keep Django's two weeks.
+RAG_OIDC_SESSION_HOURS = env_float("RAG_OIDC_SESSION_HOURS", 12.0)
 # Only SSO signs people in: the password form is hidden and password sign-ins are refused, but
 # for superusers (manage.py createsuperuser, make run's admin) at /admin/login/: the way in while
 # the identity provider is down.

@@ -161,6 +161,8 @@ def test_sso_creates_the_user_and_collection_access_follows_the_providers_groups
     assert set(alice.groups.values_list("name", flat=True)) == {"engineering", "design"}
     assert set(SsoGroup.objects.values_list("group__name", flat=True)) == {"engineering", "design"}
     assert readable_collections(page) == {"Engineering handbook", "Everyone's FAQ"}
+    (session,) = [c for c in page.context.cookies() if c["name"] == "sessionid"]
+    assert 11 * 3600 < session["expires"] - time.time() <= 12 * 3600  # RAG_OIDC_SESSION_HOURS
     first = AuditEvent.objects.get(action=AuditEvent.Action.SSO_SIGN_IN)
     assert first.user == alice
     assert first.via == "web"
