@@ -225,7 +225,8 @@ LOGOUT_REDIRECT_URL = "/accounts/login/"
 # The lockout check runs first; API keys never go through authenticate(), so they are unaffected.
 AUTHENTICATION_BACKENDS = [
     "ragsite.auth_backends.LoginRateLimitBackend",
-    "core.sso.PasswordBackend",  # ModelBackend; under RAG_SSO_ONLY only superusers
+    "core.sso.SsoOnlyGate",  # under RAG_SSO_ONLY: passwords of superusers only
+    "django.contrib.auth.backends.ModelBackend",
     "core.sso.OidcBackend",  # OpenID Connect sign-in, when RAG_OIDC_ISSUER is set
 ]
 AXES_ENABLED = env_bool("RAG_LOGIN_LOCKOUT", True)
