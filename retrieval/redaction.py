@@ -54,8 +54,10 @@ ENTITIES: tuple[str, ...] = (
 # numbers only near words that say so ("account", "licence"), invoice numbers are left alone.
 SCORE_THRESHOLD = 0.35
 
-# A passage or a follow-up history is far smaller; spaCy's own limit is 1,000,000 characters.
-MAX_CHARS = 200_000
+# Redact passage by passage: a chunk is at most RAG_CHUNK_MAX_CHARS (4,000), an API history 20,000.
+# Ordinary text takes ~50 ms of CPU per 1,000 characters; crafted text (a run of numbers or
+# e-mail-like words, each a finding) up to ~15 s at this bound, which is why it is not higher.
+MAX_CHARS = 50_000
 
 # spaCy's small model calls many people's names organisations ("Sophie Clarke" as ORG: seven in
 # ten of the names it missed on the generated documents). An organisation written like a name, two
