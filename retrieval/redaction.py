@@ -200,6 +200,9 @@ class Redactor:
     Safe to share between threads."""
 
     def __init__(self, entities: Sequence[str] = ENTITIES):
+        # The process's engine, loaded by the first Redactor (seconds): a missing model raises
+        # RedactionUnavailable here, before anything is screened, not halfway through a prompt.
+        self._engine = _get_engine()
         self.entities = tuple(e.upper() for e in entities)
         self._lock = threading.Lock()
         self._placeholders: dict[str, str] = {}  # original value → placeholder
@@ -232,7 +235,7 @@ class Redactor:
             RecognizerResult,
         )
 
-        engine = _get_engine()
+        engine = self._engine
         wanted = list(self.entities)
         if "PERSON" in self.entities:
             wanted.append("ORGANIZATION")  # see _NAME_SHAPED

@@ -13,10 +13,12 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+import spacy.util
 import tldextract.tldextract
 
 from core import egress
-from retrieval.redaction import MAX_CHARS, Redactor, TextTooLong
+from retrieval import redaction
+from retrieval.redaction import MAX_CHARS, RedactionUnavailable, Redactor, TextTooLong
 from tests import pii
 
 STRUCTURED = ("EMAIL_ADDRESS", "PHONE_NUMBER", "IBAN_CODE", "CREDIT_CARD", "IP_ADDRESS")
@@ -206,3 +208,11 @@ def test_e_mail_domains_are_checked_without_fetching_the_public_suffix_list(monk
 def test_text_longer_than_the_bound_is_refused_rather_than_sent():
     with pytest.raises(TextTooLong):
         Redactor().redact("x" * (MAX_CHARS + 1))
+
+
+def test_without_the_spacy_model_no_redactor_is_made_and_nothing_is_downloaded(monkeypatch):
+    monkeypatch.setattr(redaction, "_engine", None)  # as in a fresh process
+    monkeypatch.setattr(spacy.util, "is_package", lambda name: False)
+
+    with pytest.raises(RedactionUnavailable, match="en_core_web_sm"):
+        Redactor()
