@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 import statistics
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import magic
 
@@ -282,17 +283,18 @@ class _PdfBox:
 
 
 def _parse_pdf(path: Path) -> ParsedDocument:
-    from pdfminer.high_level import extract_pages
-    from pdfminer.layout import LAParams, LTChar, LTTextBox, LTTextLine
+    from pdfminer.layout import LTChar, LTTextBox, LTTextLine
     from pdfminer.pdfdocument import PDFPasswordIncorrect
     from pdfminer.pdfparser import PDFSyntaxError
 
     boxes: list[_PdfBox] = []
     page_count = 0
     try:
-        for page_number, page in enumerate(extract_pages(str(path), laparams=LAParams()), start=1):
+        for page_number, (page, shown) in enumerate(_pdf_pages(path), start=1):
             page_count = page_number
-            width, height = max(page.width, 1.0), max(page.height, 1.0)
+            height = max(page.height, 1.0)
+            left, bottom, right, top = shown
+            shown_width, shown_height = max(right - left, 1.0), max(top - bottom, 1.0)
             for element in page:
                 if not isinstance(element, LTTextBox):
                     continue
@@ -304,10 +306,10 @@ def _parse_pdf(path: Path) -> ParsedDocument:
                     if not isinstance(line, LTTextLine):
                         continue
                     rect = (
-                        round((line.x0 - page.x0) / width, 4),
-                        round((page.y1 - line.y1) / height, 4),
-                        round((line.x1 - page.x0) / width, 4),
-                        round((page.y1 - line.y0) / height, 4),
+                        _share(line.x0 - left, shown_width),
+                        _share(top - line.y1, shown_height),
+                        _share(line.x1 - left, shown_width),
+                        _share(top - line.y0, shown_height),
                     )
                     for text in normalize_text(line.get_text()).split("\n"):
                         if text:
@@ -384,6 +386,50 @@ def _parse_pdf(path: Path) -> ParsedDocument:
             blocks.append(Block(text, "text", box.page, line_boxes=_line_boxes(box, starts)))
     title = _pdf_title(path) or next((b.text for b in blocks if b.kind == "heading"), "")
     return ParsedDocument(blocks=blocks, title=title, page_count=page_count)
+
+
+def _pdf_pages(path: Path) -> Iterator[tuple[Any, tuple[float, float, float, float]]]:
+    """pdfminer's layout of each page (what extract_pages yields), with the part of the page a
+    viewer shows: its crop box, in the layout's coordinates (left, bottom, right, top). Print
+    files often crop their media box (bleed, crop marks); pdf.js shows the crop box, so line
+    boxes are measured from it."""
+    from pdfminer.converter import PDFPageAggregator
+    from pdfminer.layout import LAParams
+    from pdfminer.pdfinterp import PDFPageInterpreter, PDFResourceManager
+    from pdfminer.pdfpage import PDFPage
+    from pdfminer.utils import apply_matrix_pt
+
+    with path.open("rb") as handle:
+        manager = PDFResourceManager()
+        device = PDFPageAggregator(manager, laparams=LAParams())
+        interpreter = PDFPageInterpreter(manager, device)
+        for page in PDFPage.get_pages(handle):
+            interpreter.process_page(page)
+            layout = device.get_result()
+            # The matrix process_page put the page under (its rotation, its media box's origin).
+            x0, y0, x1, y1 = page.mediabox
+            ctm = {
+                90: (0, -1, 1, 0, -y0, x1),
+                180: (-1, 0, 0, -1, x1, y1),
+                270: (0, 1, -1, 0, y1, -x0),
+            }.get(page.rotate, (1, 0, 0, 1, -x0, -y0))
+            cx0, cy0, cx1, cy1 = page.cropbox
+            corners = [apply_matrix_pt(ctm, (cx0, cy0)), apply_matrix_pt(ctm, (cx1, cy1))]
+            xs, ys = [x for x, _ in corners], [y for _, y in corners]
+            # pdf.js shows the crop box within the media box.
+            shown = (
+                max(min(xs), layout.x0),
+                max(min(ys), layout.y0),
+                min(max(xs), layout.x1),
+                min(max(ys), layout.y1),
+            )
+            if shown[2] <= shown[0] or shown[3] <= shown[1]:
+                shown = (layout.x0, layout.y0, layout.x1, layout.y1)
+            yield layout, shown
+
+
+def _share(length: float, whole: float) -> float:
+    return round(min(max(length / whole, 0.0), 1.0), 4)
 
 
 def _in_band(box: _PdfBox) -> bool:

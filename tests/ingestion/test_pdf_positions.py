@@ -102,3 +102,32 @@ def test_a_paragraphs_lines_merge_into_one_box_and_separate_places_stay_apart():
         far_below,
         next_page,
     )
+
+
+def test_boxes_are_measured_on_the_crop_box_a_viewer_shows(tmp_path):
+    """pdf.js shows a page's crop box (print files crop bleed and marks): boxes are shares of it."""
+    from pypdf import PdfReader, PdfWriter
+    from pypdf.generic import RectangleObject
+
+    from ingestion.parsing import PDF, parse_here
+
+    plain = write_pdf(tmp_path / "plain.pdf", PAGES)
+    writer = PdfWriter(clone_from=PdfReader(plain))
+    width, height = (float(v) for v in writer.pages[0].mediabox.upper_right)
+    writer.pages[0].cropbox = RectangleObject((20, 30, width - 15, height - 10))
+    cropped = tmp_path / "cropped.pdf"
+    writer.write(cropped)
+
+    def first_line(path) -> tuple[float, ...]:
+        block = next(b for b in parse_here(path, PDF).blocks if b.page == 1 and b.kind == "text")
+        return block.line_boxes[0][2:]
+
+    left, top, right, bottom = first_line(plain)
+    crop_width, crop_height = width - 35, height - 40
+    expected = (
+        (left * width - 20) / crop_width,
+        (top * height - 10) / crop_height,
+        (right * width - 20) / crop_width,
+        (bottom * height - 10) / crop_height,
+    )
+    assert first_line(cropped) == pytest.approx(expected, abs=2e-4)
