@@ -14,6 +14,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet
 
 from ingestion.models import Chunk, Document
+from ingestion.parsing import PDF
 from ingestion.permissions import readable_documents
 from retrieval.answering import CitationView, citation_view
 from retrieval.models import Citation, Conversation, Message
@@ -204,3 +205,36 @@ def _without_overlap(neighbour: str, cited: str, *, at_end: bool) -> str:
         if not at_end and lines[:size] == cited_lines[-size:]:
             return "\n".join(lines[size:])
     return neighbour
+
+
+@dataclass(frozen=True)
+class PdfPlace:
+    """Where a cited PDF passage is: the page to open and the boxes to highlight (lists of
+    [page, left, top, right, bottom], shares of the page from its top left corner). Without
+    boxes (chunks stored before they were kept, or re-ingested since the answer), the viewer
+    finds the passage by its text on the page."""
+
+    page: int
+    page_count: int | None
+    boxes: list[list[float]]
+    text: str
+
+
+def pdf_place(citation: Citation) -> PdfPlace | None:
+    """The place of a cited passage of a PDF; None for other formats. The caller has checked
+    the citation is visible to its reader (visible_citation)."""
+    document = citation.document
+    if document is None or document.content_type != PDF:
+        return None
+    chunk = citation.chunk
+    boxes = [list(box) for box in chunk.page_boxes] if chunk is not None else []
+    if boxes:
+        page = int(boxes[0][0])
+    else:
+        page = (chunk.page_start if chunk is not None else None) or citation.page or 1
+    return PdfPlace(
+        page=page,
+        page_count=document.page_count,
+        boxes=boxes,
+        text=chunk.text if chunk is not None else citation.snippet,
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
@@ -18,7 +20,8 @@ from retrieval.web.lookups import own_message_or_404
 @login_required
 @require_GET
 def source(request: HttpRequest, message_id: int, number: int) -> HttpResponse:
-    """A cited passage: title, page, heading path, the passage highlighted in its context."""
+    """A cited passage: title, page, heading path, the passage highlighted in its context. A
+    passage of a PDF is also shown on its page, rendered by pdf.js from the download below."""
     message = own_message_or_404(request.user, message_id)
     citation = get_object_or_404(
         Citation.objects.select_related("document", "chunk"), message=message, number=number
@@ -26,11 +29,14 @@ def source(request: HttpRequest, message_id: int, number: int) -> HttpResponse:
     view = selectors.visible_citation(request.user, citation)
     if view is None:
         raise Http404("This source is not available to you.")
+    place = selectors.pdf_place(citation)
     context = {
         "citation": view,
         "message": message,
         "document": citation.document,
         "parts": selectors.passage_in_context(citation),
+        "pdf": place,
+        "pdf_boxes": json.dumps(place.boxes) if place else "",
         "back_url": reverse("web:conversation", args=[message.conversation_id]),
     }
     template = "web/_source.html" if request.GET.get("partial") else "web/source.html"

@@ -243,6 +243,15 @@
       if (!response.ok) throw new Error(String(response.status));
       dialogBody.replaceChildren(fragment(await response.text()));
       dialog.showModal();
+      const viewer = dialogBody.querySelector("[data-pdf-viewer]");
+      if (viewer) {
+        // A PDF passage is shown on its page: the viewer module renders it in the dialog.
+        import(viewer.dataset.module).then(
+          function (module) { module.mountAll(dialogBody); },
+          function () { viewer.querySelector("[data-pdf-message]").hidden = false; },
+        );
+        return;
+      }
       const mark = dialogBody.querySelector("mark");
       if (mark) mark.scrollIntoView({ block: "center" });
     } catch (error) {
