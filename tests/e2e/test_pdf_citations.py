@@ -78,6 +78,8 @@ def test_a_pdf_citation_opens_its_page_with_the_passage_highlighted(page, live_s
     viewer = page.locator("#source-dialog [data-pdf-viewer]")
     expect_page(viewer, 2)
     expect(viewer.locator("canvas")).to_have_count(1)
+    # pdf.js runs its worker (the CSP allows it from 'self'; blocked, it would fall back quietly).
+    assert any(w.url.endswith("/static/vendor/pdfjs/pdf.worker.min.mjs") for w in page.workers)
     expect(viewer.locator("[data-pdf-highlight]")).to_have_count(1)
     expect(viewer.locator(".textLayer")).to_contain_text("Walnut trees")  # on the page...
     cited = highlighted(viewer)
