@@ -67,6 +67,7 @@ class Viewer {
     this.pageNumber = Number(root.dataset.page) || 1;
     this.pdf = null;
     this.rendering = null;
+    this.shown = 0; // counts show() calls: a page finishing after a later click is dropped
     this.scrolled = false;
     this.previous.addEventListener("click", () => this.show(this.pageNumber - 1));
     this.next.addEventListener("click", () => this.show(this.pageNumber + 1));
@@ -101,23 +102,25 @@ class Viewer {
       this.rendering.cancel();
       await this.rendering.promise.catch(function () {});
     }
+    const ticket = ++this.shown;
     this.pageNumber = number;
     this.root.dataset.state = "rendering";
     this.previous.disabled = number <= 1;
     this.next.disabled = number >= this.pdf.numPages;
     this.status.textContent = `Page ${number} of ${this.pdf.numPages}`;
     try {
-      await this.render(await this.pdf.getPage(number));
+      await this.render(await this.pdf.getPage(number), ticket);
     } catch (error) {
       if (error instanceof pdfjs.RenderingCancelledException) return;
       this.fail();
       return;
     }
+    if (ticket !== this.shown) return;
     this.root.dataset.renderedPage = String(number);
     this.root.dataset.state = "ready";
   }
 
-  async render(page) {
+  async render(page, ticket) {
     const unscaled = page.getViewport({ scale: 1 });
     const width = Math.max(this.stage.clientWidth, 200);
     const viewport = page.getViewport({ scale: Math.min(width / unscaled.width, MAX_SCALE) });
@@ -145,12 +148,14 @@ class Viewer {
     });
     await this.rendering.promise;
     this.rendering = null;
+    if (ticket !== this.shown) return;
     const layer = new pdfjs.TextLayer({
       textContentSource: page.streamTextContent(),
       container: textLayer,
       viewport,
     });
     await layer.render();
+    if (ticket !== this.shown) return;
     this.stage.replaceChildren(sheet);
     this.highlight(page.pageNumber, sheet, highlights, layer.textDivs);
   }
