@@ -381,6 +381,9 @@ RAG_LLM_QUERY_TIMEOUT = env_float("RAG_LLM_QUERY_TIMEOUT", 8.0)
 RAG_MIN_SIMILARITY = env_float("RAG_MIN_SIMILARITY", 0.35)
 # Hosts an LLM or embedding endpoint may live on. Loopback is always allowed.
 RAG_ALLOWED_HOSTS_EGRESS = env_list("RAG_ALLOWED_HOSTS_EGRESS")
+# Model endpoints with their roles and location (in_house | external), as JSON text or the path
+# of a JSON file; unset: the in-house endpoints above (core/endpoints.py describes the format).
+RAG_MODEL_ENDPOINTS = env("RAG_MODEL_ENDPOINTS")
 
 # --- privacy -------------------------------------------------------------------------------------
 RAG_AUDIT_QUESTIONS = env_bool("RAG_AUDIT_QUESTIONS", True)
@@ -409,9 +412,6 @@ def _cache_url() -> str:
     if url or not CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         return url
     broker = urlparse(CELERY_BROKER_URL)
-# Model endpoints with their roles and location (in_house | external), as JSON text or the path
-# of a JSON file; unset: the in-house endpoints above (core/endpoints.py describes the format).
-RAG_MODEL_ENDPOINTS = env("RAG_MODEL_ENDPOINTS")
     number = broker.path.strip("/")
     database = (int(number) + 1) % 16 if number.isdigit() else 1
     return broker._replace(path=f"/{database}").geturl()
