@@ -181,16 +181,19 @@ def _load() -> _Engine:
 def _placeholder_pattern(entities: Sequence[str]) -> Any:
     """Placeholders as written and as a model may echo them: "<PERSON_1>", "< PERSON_1 >",
     "[PERSON_1]", markdown-escaped "\\<PERSON_1\\>", HTML-escaped "&lt;PERSON_1&gt;", or bare
-    "PERSON_1", in any case. The escaped and bracketed forms need both ends, so text around a
-    placeholder we wrote ("\\" before it) never turns it into another form. Linear: alternatives
+    "PERSON_1", in any case. Each form needs its own two ends, so text around a placeholder we
+    wrote ("\\" before "<PERSON_1>") never turns it into another form. Linear: alternatives
     of literals, bounded repeats."""
     names = "|".join(regex.escape(e) for e in sorted(entities, key=len, reverse=True))
-    core = rf"(?P<type>{names})_(?P<number>[1-9][0-9]{{0,5}})"
-    core_b = core.replace("?P<type>", "?P<type_b>").replace("?P<number>", "?P<number_b>")
-    return regex.compile(
-        rf"(?:<[ ]?|\\<|&lt;|\[)(?:{core})(?:[ ]?>|\\>|&gt;|\])|(?<!\w){core_b}(?!\w)",
-        regex.IGNORECASE,
+    core = rf"(?P<type>{names})_(?P<number>[1-9][0-9]{{0,5}})"  # names repeat: `regex` allows it
+    forms = (
+        rf"<[ ]?{core}[ ]?>",
+        rf"\\<{core}\\>",
+        rf"&lt;{core}&gt;",
+        rf"\[{core}\]",
+        rf"(?<!\w){core}(?!\w)",
     )
+    return regex.compile("|".join(forms), regex.IGNORECASE)
 
 
 class Redactor:
@@ -249,7 +252,7 @@ class Redactor:
             if kind in self.entities:
                 spans.append(RecognizerResult(kind, r.start, r.end, r.score))
         for match in self._pattern.finditer(text):
-            kind = (match.group("type") or match.group("type_b")).upper()
+            kind = match.group("type").upper()
             spans.append(RecognizerResult(kind, match.start(), match.end(), 1.0))
         spans.extend(self._known_values(text, spans))
         if not spans:
@@ -323,8 +326,8 @@ class Redactor:
         return self._pattern.sub(self._original_of, text)
 
     def _original_of(self, match: Any) -> str:
-        kind = (match.group("type") or match.group("type_b")).upper()
-        number = match.group("number") or match.group("number_b")
+        kind = match.group("type").upper()
+        number = match.group("number")
         original = self._originals.get(f"<{kind}_{number}>")
         return match.group() if original is None else original
 
