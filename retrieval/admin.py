@@ -1,15 +1,40 @@
-"""The Django admin for support: read-only views of conversations, messages and citations.
+"""The Django admin for support: read-only views of conversations, messages and citations, and
+the disclosure ledger (which model endpoint received which passage), listed and exported as CSV.
 (The audit log and API keys are in core's admin.)
 """
 
 from __future__ import annotations
 
-from django.contrib import admin
-from django.db.models import Count, QuerySet
-from django.http import HttpRequest
+import csv
+import io
 
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.urls import path
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from core import audit
 from core.admin import ReadOnlyAdmin
-from retrieval.models import Citation, Conversation, Message
+from core.audit import Action, Via
+from retrieval.models import Citation, Conversation, Disclosure, Message
+
+LEDGER_COLUMNS = [
+    "at",
+    "user",
+    "message_id",
+    "endpoint",
+    "host",
+    "location",
+    "role",
+    "chunk_id",
+    "document_id",
+    "collection_id",
+    "sensitivity",
+    "redacted",
+]
 
 
 class MessageInline(admin.TabularInline):
@@ -78,6 +103,40 @@ class MessageAdmin(ReadOnlyAdmin):
     def short_content(self, message: Message) -> str:
         return message.content[:80] + ("…" if len(message.content) > 80 else "")
 
+    def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
+        return [*self.readonly_fields, "sent_to_models"]
+
+    @admin.display(description="sent to models (disclosure ledger)")
+    def sent_to_models(self, message: Message) -> str:
+        """Per answer: which endpoint received which passage, redacted or not."""
+        rows = Disclosure.objects.filter(message_id=message.pk).order_by("id")
+        if not rows:
+            return "nothing (no model call carried passages)"
+        return format_html(
+            "<table><tr><th>endpoint</th><th>location</th><th>role</th><th>chunk</th>"
+            "<th>document</th><th>collection</th><th>sensitivity</th><th>redacted</th></tr>{}"
+            "</table>",
+            format_html_join(
+                "",
+                "<tr><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+                "<td>{}</td><td>{}</td></tr>",
+                (
+                    (
+                        r.endpoint,
+                        r.host or "in process",
+                        r.location,
+                        r.role,
+                        r.chunk_id,
+                        r.document_id,
+                        r.collection_id,
+                        r.sensitivity,
+                        "yes" if r.redacted else "no",
+                    )
+                    for r in rows
+                ),
+            ),
+        )
+
 
 @admin.register(Citation)
 class CitationAdmin(ReadOnlyAdmin):
@@ -88,3 +147,96 @@ class CitationAdmin(ReadOnlyAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+def _cell(value: object) -> str:
+    """Spreadsheet formulas neutralised, as in the audit export."""
+    text = "" if value is None else str(value)
+    return "'" + text if text and text[0] in "=+-@\t\r" else text
+
+
+def ledger_csv(rows: QuerySet[Disclosure], request: HttpRequest) -> HttpResponse:
+    """The ledger rows as CSV (LEDGER_COLUMNS); the export is itself recorded in the audit log."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(LEDGER_COLUMNS)
+    count = 0
+    for row in rows.select_related("user").order_by("at", "id").iterator():
+        writer.writerow(
+            [
+                row.at.isoformat(),
+                _cell(row.user.username if row.user else ""),
+                row.message_id,
+                _cell(row.endpoint),
+                _cell(row.host),
+                row.location,
+                row.role,
+                row.chunk_id,
+                row.document_id,
+                row.collection_id,
+                row.sensitivity,
+                "yes" if row.redacted else "no",
+            ]
+        )
+        count += 1
+    audit.record(
+        Action.AUDIT_EXPORT,
+        user=request.user,
+        via=Via.ADMIN,
+        detail={"disclosure_rows": count},
+        request=request,
+    )
+    response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    response["Content-Disposition"] = f'attachment; filename="disclosures-{stamp}.csv"'
+    return response
+
+
+@admin.register(Disclosure)
+class DisclosureAdmin(ReadOnlyAdmin):
+    """The disclosure ledger: one row per passage a model call carried. Rows leave it only by
+    retention (RAG_RETENTION_DAYS)."""
+
+    list_display = [
+        "at",
+        "user",
+        "message_id",
+        "endpoint",
+        "location",
+        "role",
+        "collection_id",
+        "document_id",
+        "chunk_id",
+        "sensitivity",
+        "redacted",
+    ]
+    list_filter = ["location", "endpoint", "role", "sensitivity", "redacted"]
+    search_fields = ["user__username", "endpoint", "host"]
+    date_hierarchy = "at"
+    readonly_fields = [f.name for f in Disclosure._meta.fields]
+    list_select_related = ["user"]
+    actions = ["export_csv"]
+    list_per_page = 100
+    show_full_result_count = False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.action(description="Export selected rows as CSV")
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[Disclosure]) -> HttpResponse:
+        return ledger_csv(queryset, request)
+
+    def get_urls(self):
+        export = path(
+            "export/",
+            self.admin_site.admin_view(self.export_view),
+            name="retrieval_disclosure_export",
+        )
+        return [export, *super().get_urls()]
+
+    def export_view(self, request: HttpRequest) -> HttpResponse:
+        """Every row matching the changelist's filters (same query string)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        changelist = self.get_changelist_instance(request)
+        return ledger_csv(changelist.get_queryset(request), request)

@@ -1,5 +1,5 @@
-"""Retention: conversations, audit rows and sign-in records older than RAG_RETENTION_DAYS are
-deleted. Celery beat (retrieval.tasks.purge_expired, hourly) and `manage.py purge_expired` call it.
+"""Retention: conversations, audit rows, sign-in records and disclosure ledger rows older than
+RAG_RETENTION_DAYS are deleted. Celery beat (retrieval.tasks.purge_expired, hourly) and `manage.py purge_expired` call it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.models import AuditEvent
-from retrieval.models import Conversation, Message
+from retrieval.models import Conversation, Disclosure, Message
 
 logger = logging.getLogger(__name__)
 
@@ -26,10 +26,17 @@ class PurgeResult:
     messages: int = 0
     audit_events: int = 0
     login_records: int = 0  # django-axes sign-in logs (user names and addresses)
+    disclosures: int = 0  # disclosure ledger rows (which model received which passage)
 
     @property
     def total(self) -> int:
-        return self.conversations + self.messages + self.audit_events + self.login_records
+        return (
+            self.conversations
+            + self.messages
+            + self.audit_events
+            + self.login_records
+            + self.disclosures
+        )
 
 
 def retention_cutoff(days: int | None = None, now: datetime | None = None) -> datetime | None:
@@ -55,6 +62,7 @@ def purge_expired(
     conversations = Conversation.objects.filter(updated_at__lt=cutoff)
     messages = Message.objects.filter(conversation__in=conversations)
     events = AuditEvent.objects.filter(at__lt=cutoff)
+    disclosures = Disclosure.objects.filter(at__lt=cutoff)
     logins = _login_records(cutoff, now or timezone.now())
     if dry_run:
         return PurgeResult(
@@ -63,6 +71,7 @@ def purge_expired(
             messages.count(),
             events.count(),
             sum(q.count() for q in logins),
+            disclosures.count(),
         )
     with transaction.atomic():
         _, deleted = conversations.delete()  # messages and citations cascade
@@ -70,15 +79,19 @@ def purge_expired(
         message_count = deleted.get(Message._meta.label, 0)
         audit_count, _ = events.delete()
         login_count = sum(q.delete()[0] for q in logins)
-    result = PurgeResult(cutoff, conversation_count, message_count, audit_count, login_count)
+        disclosure_count, _ = disclosures.delete()
+    result = PurgeResult(
+        cutoff, conversation_count, message_count, audit_count, login_count, disclosure_count
+    )
     if result.total:
         logger.info(
             "retention: deleted %s conversations (%s messages), %s audit events, %s sign-in "
-            "records older than %s",
+            "records, %s disclosure ledger rows older than %s",
             result.conversations,
             result.messages,
             result.audit_events,
             result.login_records,
+            result.disclosures,
             cutoff.isoformat(),
         )
     return result

@@ -127,6 +127,7 @@ class Screened:
     withheld: list[Passage] = field(default_factory=list)
     sensitivity: dict[int, str] = field(default_factory=dict)
     redactor: Any | None = None
+    seen: dict[str, str] = field(default_factory=dict)  # text -> its redacted form
 
     def subset(self, included: Sequence[Passage]) -> Screened:
         """The same screening limited to `included` (sent passages a prompt kept, in its
@@ -161,12 +162,11 @@ def screen(endpoint: Endpoint, passages: Sequence[Passage]) -> Screened:
             result.withheld.append(passage)
             continue
         if verdict == REDACT:
-            redactor = result.redactor
             passage_sent = replace(
                 passage,
-                text=redactor.redact(passage.text),
-                document_title=redactor.redact(passage.document_title),
-                heading=redactor.redact(passage.heading),
+                text=_redacted(result, passage.text),
+                document_title=_redacted(result, passage.document_title),
+                heading=_redacted(result, passage.heading),
             )
             result.redacted.append(True)
         else:
@@ -175,6 +175,16 @@ def screen(endpoint: Endpoint, passages: Sequence[Passage]) -> Screened:
         result.sent.append(passage_sent)
         result.originals.append(passage)
     return result
+
+
+def _redacted(screened: Screened, text: str) -> str:
+    """`text` redacted by the screening's redactor; titles and headings repeat across passages
+    and are analysed once."""
+    if not text.strip():
+        return text
+    if text not in screened.seen:
+        screened.seen[text] = screened.redactor.redact(text)
+    return screened.seen[text]
 
 
 @dataclass(frozen=True)

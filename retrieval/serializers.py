@@ -65,6 +65,14 @@ class AskRequestSerializer(serializers.Serializer):
         required=False, allow_null=True, help_text="Continue this conversation of yours."
     )
     collection = _Id(required=False, allow_null=True, help_text="Ask only this collection.")
+    model = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=100,
+        help_text="The model endpoint to answer with (GET /api/v1/openai/models lists them); "
+        "default: the collection's default model, else the in-house default. Passages from "
+        "collections the model may not receive are left out, and the answer says so.",
+    )
     stream = serializers.BooleanField(
         default=False, help_text="Answer as server-sent events: meta, token…, citations, done."
     )

@@ -19,4 +19,5 @@ def purge_expired() -> dict:
         "messages": result.messages,
         "audit_events": result.audit_events,
         "login_records": result.login_records,
+        "disclosures": result.disclosures,
     }

@@ -281,6 +281,7 @@ def test_the_setting_drives_the_scheduled_task(settings, old_and_new):
         "messages": 1,
         "audit_events": 1,
         "login_records": 1,
+        "disclosures": 0,
     }
 
 

@@ -20,7 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from retrieval import services
+from retrieval import routing, services
 from retrieval.answer_stream import (
     citation_dicts,
     collect_for_api,
@@ -70,26 +70,44 @@ class OpenAIView(APIView):
         return response
 
 
-def model_dict() -> dict:
-    return {"id": MODEL_ID, "object": "model", "created": MODEL_CREATED, "owned_by": "ragsite"}
+def model_dict(model_id: str = MODEL_ID) -> dict:
+    return {"id": model_id, "object": "model", "created": MODEL_CREATED, "owned_by": "ragsite"}
+
+
+def model_ids() -> list[str]:
+    """ "ragsite" (the collection's default model, else the in-house default) and the configured
+    answer endpoints by name (RAG_MODEL_ENDPOINTS; today's default setup lists only "ragsite")."""
+    return [MODEL_ID] + [e.name for e in routing.answer_choices() if not e.derived]
+
+
+def endpoint_name(model: str) -> str | None:
+    """The answer endpoint a request's `model` names (None: the default); ModelNotFound, as
+    OpenAI answers, for a name that is neither "ragsite" nor an answer endpoint."""
+    if model == MODEL_ID:
+        return None
+    if any(e.name == model for e in routing.answer_choices()):
+        return model
+    raise ModelNotFound(
+        f"The model '{model}' does not exist; use one of: {', '.join(model_ids())}."
+    )
 
 
 @extend_schema(tags=["openai"])
 class ModelListView(OpenAIView):
-    """The one model this server offers: answers grounded in the documents you may read."""
+    """The models this server offers: answers grounded in the documents you may read, by the
+    default model ("ragsite") or a configured endpoint by name."""
 
     @extend_schema(responses={200: ModelListSerializer}, operation_id="openai_models_list")
     def get(self, request: Request) -> Response:
-        return Response({"object": "list", "data": [model_dict()]})
+        return Response({"object": "list", "data": [model_dict(m) for m in model_ids()]})
 
 
 @extend_schema(tags=["openai"])
 class ModelDetailView(OpenAIView):
     @extend_schema(responses={200: ModelSerializer}, operation_id="openai_models_retrieve")
     def get(self, request: Request, model: str) -> Response:
-        if model != MODEL_ID:
-            raise ModelNotFound(f"The model '{model}' does not exist; use '{MODEL_ID}'.")
-        return Response(model_dict())
+        endpoint_name(model)
+        return Response(model_dict(model))
 
 
 def recent_turns(history: list[dict]) -> list[tuple[str, str]]:
@@ -156,8 +174,7 @@ class ChatCompletionView(EventStreamAccepted, OpenAIView):
         incoming = ChatCompletionRequestSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         data = incoming.validated_data
-        if data["model"] != MODEL_ID:
-            raise ModelNotFound(f"The model '{data['model']}' does not exist; use '{MODEL_ID}'.")
+        chosen = endpoint_name(data["model"])
         collection_id = readable_collection_or_400(request.user, data.get("collection"))
         if data.get("conversation") is not None:
             conversation = own_conversation_or_400(request.user, data["conversation"])
@@ -166,12 +183,14 @@ class ChatCompletionView(EventStreamAccepted, OpenAIView):
                 request.user, data["messages"][:-1], collection_id
             )
         question = data["messages"][-1]["content"]
-        events = fail_fast(start_answer(request.user, question, conversation, collection_id))
+        events = fail_fast(
+            start_answer(request.user, question, conversation, collection_id, model=chosen)
+        )
         base = {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion.chunk",
             "created": int(time.time()),
-            "model": MODEL_ID,
+            "model": data["model"],
             "system_fingerprint": None,
         }
         if data["stream"]:

@@ -24,7 +24,7 @@ from core import apikeys
 from core.audit import Via
 from core.models import ApiKey
 from ingestion import permissions
-from retrieval import answering, selectors, services
+from retrieval import answering, routing, selectors, services
 from retrieval.answer_events import AnswerEvent, CollectedAnswer
 from retrieval.answer_stream import api_sse, collect_for_api, event_stream_response, fail_fast
 from retrieval.api.common import ApiRateThrottle, AskRateThrottle, EventStreamAccepted
@@ -69,13 +69,21 @@ def start_answer(
     conversation: Conversation | None,
     collection_id: int | None,
     via: Via = Via.API,
+    model: str | None = None,
 ) -> Iterator[AnswerEvent]:
-    """answering.stream_answer with its boundary errors (empty question, someone else's
-    conversation) turned into API errors."""
+    """answering.stream_answer with its boundary errors (empty question, a model that may not
+    answer, someone else's conversation) turned into API errors."""
     try:
         return answering.stream_answer(
-            user, question, conversation=conversation, collection_id=collection_id, via=via
+            user,
+            question,
+            conversation=conversation,
+            collection_id=collection_id,
+            via=via,
+            model=model or None,
         )
+    except routing.UnknownModel as exc:
+        raise exceptions.ValidationError({"model": [str(exc)]}) from None
     except ValueError as exc:
         raise exceptions.ValidationError({"question": [str(exc)]}) from None
     except DjangoPermissionDenied:
@@ -146,7 +154,13 @@ class AskView(EventStreamAccepted, APIView):
         collection_id = readable_collection_or_400(request.user, data.get("collection"))
         conversation = own_conversation_or_400(request.user, data.get("conversation"))
         events = fail_fast(
-            start_answer(request.user, data["question"], conversation, collection_id)
+            start_answer(
+                request.user,
+                data["question"],
+                conversation,
+                collection_id,
+                model=data.get("model"),
+            )
         )
         if data["stream"]:
             return event_stream_response(request, api_sse(events))

@@ -1,12 +1,15 @@
-"""manage.py privacy_check [--json]: print the effective privacy posture; exit 1 on a violation
-(an LLM, embedding or reranker endpoint outside loopback and RAG_ALLOWED_HOSTS_EGRESS, telemetry
-left on).
+"""manage.py privacy_check [--json]: print the effective privacy posture and the routing table
+(collection → model endpoints that may receive its text, per role); exit 1 on a violation (an
+LLM, embedding or reranker endpoint outside loopback and RAG_ALLOWED_HOSTS_EGRESS, telemetry left
+on, an unusable RAG_MODEL_ENDPOINTS, an in-house-only collection that could reach an external
+endpoint).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
@@ -164,6 +167,116 @@ def collect_findings() -> list[Finding]:
     return findings
 
 
+def routing_findings() -> list[Finding]:
+    """The model endpoints (core.endpoints) and the routing table: per collection and role, the
+    endpoints that may receive its text. FAIL for a configuration that cannot be used, an
+    endpoint declared in-house at a public address, or an in-house-only collection that could
+    reach an external endpoint through any role."""
+    from core import endpoints
+
+    try:
+        configured = endpoints.configured()
+    except endpoints.EndpointConfigurationError as exc:
+        return [Finding(FAIL, "model endpoints", str(exc))]
+    findings = [
+        Finding(
+            NOTE,
+            "model endpoints",
+            "; ".join(
+                f"{e.name} ({e.location}, {'/'.join(sorted(e.roles))}, {e.host or 'in process'})"
+                for e in configured
+            ),
+        )
+    ]
+    for endpoint in configured:
+        if not endpoint.external and any(_public_address(url) for url in endpoint.base_urls):
+            findings.append(
+                Finding(
+                    FAIL,
+                    "model endpoints",
+                    f"{endpoint.name} is declared in_house but its URL is a public address; "
+                    "declare it external so only the collections that allow it reach it",
+                )
+            )
+    try:
+        collections = _collections()
+    except Exception as exc:  # no database here: the table cannot be printed, say so
+        return [*findings, Finding(WARN, "routing", f"collections could not be read: {exc}")]
+    for name, sensitivity in collections:
+        roles = []
+        leaks = []
+        for role in endpoints.ROLES:
+            receivers = []
+            for endpoint in (e for e in configured if role in e.roles):
+                verdict = endpoints.may_receive(endpoint, sensitivity)
+                if verdict is False:
+                    continue
+                if endpoint.external and sensitivity == endpoints.SENSITIVITY_IN_HOUSE:
+                    leaks.append(f"{role} → {endpoint.name}")
+                receivers.append(endpoint.name + (" (redacted)" if verdict == "redact" else ""))
+            roles.append(f"{role}: {', '.join(receivers) or '-'}")
+        if leaks:
+            findings.append(
+                Finding(
+                    FAIL,
+                    "routing",
+                    f"{name} is in-house only but could reach external endpoints: "
+                    + ", ".join(leaks),
+                )
+            )
+        else:
+            findings.append(Finding(OK, "routing", f"{name} ({sensitivity}): " + "; ".join(roles)))
+    return findings
+
+
+DATABASE_WAIT_S = 5.0
+
+
+def _collections() -> list[tuple[str, str]]:
+    """(name, sensitivity) of every collection. A process not yet connected asks from a helper
+    thread and gives up after DATABASE_WAIT_S: the check must still report on a machine whose
+    database is down (the pool would wait RAG_DB_POOL_TIMEOUT for it)."""
+    from django.db import connection, connections
+
+    from ingestion.models import Collection
+
+    def read() -> list[tuple[str, str]]:
+        return list(Collection.objects.order_by("name").values_list("name", "sensitivity"))
+
+    if connection.connection is not None or connection.in_atomic_block:
+        return read()
+    result: dict = {}
+
+    def in_thread() -> None:
+        try:
+            result["rows"] = read()
+        except Exception as exc:
+            result["error"] = exc
+        finally:
+            connections.close_all()
+
+    worker = threading.Thread(target=in_thread, daemon=True)
+    worker.start()
+    worker.join(DATABASE_WAIT_S)
+    if worker.is_alive():
+        raise TimeoutError(f"the database did not answer within {DATABASE_WAIT_S:.0f} s")
+    if "error" in result:
+        raise result["error"]
+    return result["rows"]
+
+
+def _public_address(url: str) -> bool:
+    """A URL whose host is an IP address outside loopback and the private ranges."""
+    import ipaddress
+
+    try:
+        host = urlsplit(url).hostname or ""
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a name: judged where it is connected to (core.model_http)
+    return not model_http.address_allowed(address, [])
+
+
 def _proxies() -> Finding:
     """Proxy variables: model traffic ignores them (core.model_http), but other HTTP clients
     in the process (a library's update check) may not, so an admin should know they are there."""
@@ -199,7 +312,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, as_json: bool = False, **options):
-        findings = collect_findings()
+        findings = collect_findings() + routing_findings()
         failures = [f for f in findings if f.level == FAIL]
         if as_json:
             self.stdout.write(json.dumps([asdict(f) for f in findings], indent=2))

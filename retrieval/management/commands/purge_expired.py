@@ -33,6 +33,6 @@ class Command(BaseCommand):
         verb = "Would delete" if dry_run else "Deleted"
         self.stdout.write(
             f"{verb} {result.conversations} conversations ({result.messages} messages), "
-            f"{result.audit_events} audit events and {result.login_records} sign-in records "
-            f"older than {result.cutoff:%Y-%m-%d %H:%M %Z}."
+            f"{result.audit_events} audit events, {result.login_records} sign-in records and "
+            f"{result.disclosures} disclosure ledger rows older than {result.cutoff:%Y-%m-%d %H:%M %Z}."
         )
