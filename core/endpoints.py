@@ -22,7 +22,10 @@ RAG_MODEL_ENDPOINTS holds JSON text, or the path of a JSON file, listing the end
 - label: shown to people ("" shows the name).
 
 An external endpoint must also be listed by RAG_ALLOWED_HOSTS_EGRESS itself (loopback included);
-otherwise the configuration is refused with an error naming it. When RAG_MODEL_ENDPOINTS is unset
+otherwise the configuration is refused with an error naming it. The embed and rerank roles stay
+in-house: every collection shares one vector index, and a rerank call scores passages of several
+collections at once, so an external endpoint with either role is refused; an entry with one of
+them describes the server RAG_EMBEDDING_URL / RAG_RERANKER_URL configure (same URL). When RAG_MODEL_ENDPOINTS is unset
 the endpoints are exactly the in-house ones RAG_LLM_BASE_URL, RAG_EMBEDDING_URL and
 RAG_RERANKER_URL configure (or the in-process extractive answerer, embedder and reranker).
 
@@ -257,14 +260,31 @@ def _check(endpoints: list[Endpoint]) -> None:
                     f"in-house endpoint {endpoint.name!r} ({_shown(url)}) is neither loopback nor "
                     "on RAG_ALLOWED_HOSTS_EGRESS"
                 )
-    for role in (EMBED,):
-        holders = [e.name for e in endpoints if role in e.roles]
+    for role, setting in ((EMBED, "RAG_EMBEDDING_URL"), (RERANK, "RAG_RERANKER_URL")):
+        holders = [e for e in endpoints if role in e.roles]
         if len(holders) > 1:
             # One vector space: questions and passages must be embedded by the same model.
             raise EndpointConfigurationError(
-                f"RAG_MODEL_ENDPOINTS gives the embed role to {', '.join(holders)}; only one "
-                "may have it"
+                f"RAG_MODEL_ENDPOINTS gives the {role} role to "
+                f"{', '.join(e.name for e in holders)}; only one may have it"
             )
+        for endpoint in holders:
+            if endpoint.external:
+                # Every collection shares one index (embed) and a rerank call scores passages
+                # of several collections at once: an external one would receive in-house text.
+                raise EndpointConfigurationError(
+                    f"endpoint {endpoint.name!r}: the {role} role stays in-house (every "
+                    "collection's text goes through it); declare it in_house or drop the role"
+                )
+            configured_url = str(getattr(settings, setting, "") or "").strip().rstrip("/")
+            if not endpoint.derived and endpoint.base_urls != (
+                (configured_url,) if configured_url else ()
+            ):
+                raise EndpointConfigurationError(
+                    f"endpoint {endpoint.name!r} has the {role} role but {setting} names "
+                    "another server; the client is configured by that setting, so give both "
+                    "the same URL (or leave the role out)"
+                )
 
 
 def _shown(url: str) -> str:

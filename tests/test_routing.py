@@ -107,6 +107,24 @@ def test_an_external_endpoint_off_the_allow_list_is_refused_by_name(settings):
         endpoints.configured()
 
 
+@pytest.mark.parametrize("role", ["embed", "rerank"])
+def test_embedding_and_reranking_stay_in_house(settings, role):
+    settings.RAG_ALLOWED_HOSTS_EGRESS = ["api.example.com"]
+    settings.RAG_MODEL_ENDPOINTS = json.dumps(
+        [
+            {
+                "name": "cloud",
+                "base_url": "https://api.example.com/v1",
+                "roles": [role],
+                "location": "external",
+            }
+        ]
+    )
+    # Every collection's text goes through them: an external one is refused outright.
+    with pytest.raises(endpoints.EndpointConfigurationError, match=f"the {role} role stays"):
+        endpoints.configured()
+
+
 def test_a_key_in_the_configuration_file_is_refused(settings, tmp_path):
     path = tmp_path / "endpoints.json"
     path.write_text(
