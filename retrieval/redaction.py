@@ -15,6 +15,8 @@ test_redaction.py); a name found once is replaced wherever it appears later in t
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -102,6 +104,20 @@ def _get_engine() -> _Engine:
 
 
 def _load() -> _Engine:
+    # Importing presidio_analyzer.nlp_engine probes for CUDA through torch (a tensor put on the
+    # GPU where there is one) unless the device is named; its spaCy runs on the CPU here.
+    os.environ["PRESIDIO_DEVICE"] = "cpu"
+    # Its loader warns once for each recognizer of another language (Italian, Spanish, Polish).
+    presidio_log = logging.getLogger("presidio-analyzer")
+    level = presidio_log.level
+    presidio_log.setLevel(logging.ERROR)
+    try:
+        return _build()
+    finally:
+        presidio_log.setLevel(level)
+
+
+def _build() -> _Engine:
     import spacy
     import tldextract
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
