@@ -7,10 +7,12 @@ presidio-anonymizer settles overlapping findings. Nothing is downloaded at run t
 model must be installed (Presidio would otherwise fetch one), and the e-mail recognizer checks
 domains against tldextract's bundled public-suffix snapshot instead of fetching the list.
 
-What is not redacted, on purpose: places, dates, organisations and nationalities. They carry the
-meaning of the documents this is for (policies, manuals), and spaCy's small model over-finds them.
-Names are found by a statistical model: recall is measured, not complete (tests/retrieval/
-test_redaction.py); a name found once is replaced wherever it appears later in the same Redactor.
+What is not redacted, on purpose: places, dates, nationalities, and organisations unless written
+like a person's name (_NAME_SHAPED). They carry the meaning of the documents this is for
+(policies, manuals), and spaCy's small model over-finds them. Names are found by a statistical
+model: recall is measured, not complete (tests/retrieval/test_redaction.py); a value found once is
+replaced wherever it appears later on the same Redactor. Redact passage by passage (see MAX_CHARS),
+and restore the answer with the same Redactor.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ ENTITIES: tuple[str, ...] = (
 SCORE_THRESHOLD = 0.35
 
 # Redact passage by passage: a chunk is at most RAG_CHUNK_MAX_CHARS (4,000), an API history 20,000.
-# Ordinary text takes ~50 ms of CPU per 1,000 characters; crafted text (a run of numbers or
+# Ordinary text takes ~45 ms of CPU per 1,000 characters; crafted text (a run of numbers or
 # e-mail-like words, each a finding) up to ~15 s at this bound, which is why it is not higher.
 MAX_CHARS = 50_000
 
