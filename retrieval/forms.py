@@ -14,6 +14,7 @@ class AskForm(forms.Form):
     question = forms.CharField(max_length=MAX_QUESTION_CHARS, strip=True)
     conversation = forms.IntegerField(required=False, min_value=1)
     collection = forms.IntegerField(required=False, min_value=1)
+    model = forms.CharField(required=False, max_length=100, strip=True)  # an answer endpoint
 
 
 class RenameForm(forms.Form):

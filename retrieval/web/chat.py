@@ -14,8 +14,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from core.audit import Via
+from core.endpoints import Endpoint, EndpointConfigurationError
 from ingestion.permissions import readable_collections
-from retrieval import selectors, services
+from retrieval import routing, selectors, services
 from retrieval.answer_events import AnswerEvent, collect
 from retrieval.answer_stream import event_stream_response, web_sse
 from retrieval.answering import stream_answer
@@ -76,6 +77,16 @@ def _wants_json(request: HttpRequest) -> bool:
     return "application/json" in request.headers.get("Accept", "")
 
 
+def _model_choices() -> list[Endpoint]:
+    """The answer endpoints a person may pick; none shown when there is nothing to choose (or
+    the configuration cannot be read: answers then say so themselves)."""
+    try:
+        choices = routing.answer_choices()
+    except EndpointConfigurationError:
+        return []
+    return choices if len(choices) > 1 else []
+
+
 # --- pages -------------------------------------------------------------------------------------
 @login_required
 @require_GET
@@ -92,6 +103,7 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         "thread": _thread(user, conversation),
         "collections": collections,
         "selected_collection": selected,
+        "models": _model_choices(),
         "library": selectors.library_state(user),
         "max_question_chars": MAX_QUESTION_CHARS,
     }
@@ -156,8 +168,9 @@ def ask(request: HttpRequest) -> HttpResponse:
             conversation=conversation,
             collection_id=collection_id,
             via=Via.WEB,
+            model=form.cleaned_data["model"] or None,
         )
-    except ValueError as exc:
+    except ValueError as exc:  # routing.UnknownModel too
         return HttpResponseBadRequest(str(exc))
     if "text/event-stream" not in request.headers.get("Accept", ""):
         return _answer_without_script(request, events, conversation)

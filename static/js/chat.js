@@ -53,6 +53,31 @@
     }
   });
 
+  // ---- the model: say before sending when the answer would come from an external one ---------
+  const modelSelect = document.getElementById("ask-model");
+  const modelNotice = document.getElementById("model-notice");
+  const collectionSelect = document.getElementById("ask-collection");
+  function externalModel() {
+    if (!modelSelect) return null;
+    let option = modelSelect.selectedOptions[0];
+    if (option && !option.value && collectionSelect) {
+      // "Default": the collection's default model, when it names one.
+      const chosen = collectionSelect.selectedOptions[0];
+      const name = chosen ? chosen.dataset.defaultModel : "";
+      option = name ? modelSelect.querySelector('option[value="' + CSS.escape(name) + '"]') : null;
+    }
+    return option && option.dataset.external ? option.dataset.label : null;
+  }
+  function updateNotice() {
+    if (!modelNotice) return;
+    const label = externalModel();
+    modelNotice.hidden = !label;
+    if (label) modelNotice.querySelector("[data-notice-model]").textContent = label;
+  }
+  if (modelSelect) modelSelect.addEventListener("change", updateNotice);
+  if (collectionSelect) collectionSelect.addEventListener("change", updateNotice);
+  updateNotice();
+
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     if (busy || !question.value.trim()) return;
