@@ -74,6 +74,14 @@ class Document(models.Model):
         READY = "ready", "Ready"
         FAILED = "failed", "Failed"
 
+    class Stage(models.TextChoices):
+        """Where a `processing` document is in the pipeline (ingestion.pipeline writes it)."""
+
+        PARSING = "parsing", "Parsing"
+        CHUNKING = "chunking", "Chunking"
+        EMBEDDING = "embedding", "Embedding"
+        STORING = "storing", "Storing"
+
     collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="documents")
     file = models.FileField(upload_to=_document_path, max_length=300)
     original_name = models.CharField(max_length=255)
@@ -99,6 +107,12 @@ class Document(models.Model):
     # "host:pid" of the process working on it, so a restarted worker can tell abandoned work.
     claimed_by = models.CharField(max_length=200, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # Progress of the run under way, for the console and the API: the stage and, while embedding,
+    # chunks embedded of all. Written between stages and slices of chunks outside the run's final
+    # transaction; cleared when the document ends ready or failed.
+    progress_stage = models.CharField(max_length=20, choices=Stage.choices, blank=True)
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at", "-id"]

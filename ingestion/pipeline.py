@@ -9,10 +9,12 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F
@@ -35,6 +37,47 @@ class IngestResult:
     pages: int | None = None
     seconds: float = 0.0
     error: str = ""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run is: its stage (Document.Stage) and, while embedding, chunks embedded of all."""
+
+    stage: str
+    done: int = 0
+    total: int = 0
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.done / self.total) if self.total else 0
+
+
+# Called after each progress row is written (and visible to other connections): for tests and
+# tools that follow a run from outside; the document's id and where it is.
+ProgressHook = Callable[[int, Progress], None]
+
+
+def progress_of(document: Document) -> Progress | None:
+    """The progress of a `processing` document, None for any other (or before its first step)."""
+    if document.status != Document.Status.PROCESSING or not document.progress_stage:
+        return None
+    return Progress(document.progress_stage, document.progress_done, document.progress_total)
+
+
+def _report(document_id: int, progress: Progress, on_progress: ProgressHook | None) -> None:
+    # A plain UPDATE outside any transaction: seen by the console's next poll at once, and cheap
+    # (no row lock held, updated_at untouched). A document deleted meanwhile matches nothing.
+    Document.objects.filter(pk=document_id, status=Document.Status.PROCESSING).update(
+        progress_stage=progress.stage,
+        progress_done=progress.done,
+        progress_total=progress.total,
+    )
+    if on_progress is not None:
+        on_progress(document_id, progress)
+
+
+# What a finished run leaves: no progress.
+_NO_PROGRESS = {"progress_stage": "", "progress_done": 0, "progress_total": 0}
 
 
 def process_identity() -> str:
@@ -104,7 +147,11 @@ def _in_other_hands(document: Document) -> bool:
     )
 
 
-def ingest(document_id: int, propagate: tuple[type[BaseException], ...] = ()) -> IngestResult:
+def ingest(
+    document_id: int,
+    propagate: tuple[type[BaseException], ...] = (),
+    on_progress: ProgressHook | None = None,
+) -> IngestResult:
     """Process one document to `ready` or `failed`, with the reason. Only a lost connection
     propagates (`is_transient`), so that the caller can retry, as do the `propagate` exceptions
     (the task's time limit); a bad file or a bug ends the document `failed`, never `processing`.
@@ -112,6 +159,9 @@ def ingest(document_id: int, propagate: tuple[type[BaseException], ...] = ()) ->
     A redelivered message for a ready document does nothing. A document whose unfinished runs
     reached RAG_MAX_ATTEMPTS (it stopped the worker each time) fails instead of running again,
     and stays failed whatever message comes, until a person retries it (services.reingest).
+
+    Progress (stage, chunks embedded) is written to the document as it goes; `on_progress` is
+    called after each write.
     """
     started = time.monotonic()
     current = Document.objects.filter(pk=document_id).first()
@@ -127,6 +177,7 @@ def ingest(document_id: int, propagate: tuple[type[BaseException], ...] = ()) ->
         processing_started_at=timezone.now(),
         claimed_by=process_identity(),
         error="",
+        **_NO_PROGRESS,
         attempts=F("attempts") + 1,
         unfinished_runs=F("unfinished_runs") + 1,
     )
@@ -150,7 +201,7 @@ def ingest(document_id: int, propagate: tuple[type[BaseException], ...] = ()) ->
             error=document.error,
         )
     try:
-        return _process(document, started)
+        return _process(document, started, on_progress)
     except ParseError as exc:
         return _fail(document_id, str(exc), started)
     except propagate:
@@ -165,14 +216,18 @@ def ingest(document_id: int, propagate: tuple[type[BaseException], ...] = ()) ->
         return _fail(document_id, unexpected_error_reason(exc), started)
 
 
-def _process(document: Document, started: float) -> IngestResult:
+def _process(
+    document: Document, started: float, on_progress: ProgressHook | None = None
+) -> IngestResult:
     document_id = document.pk
+    _report(document_id, Progress(Document.Stage.PARSING), on_progress)
     path = Path(document.file.path)
     if not path.exists():
         raise ParseError("The stored file is missing; upload it again.")
     stage = metrics.INGESTION_STAGE_SECONDS
     with stage.labels(stage="parse").time():
         parsed = parse(path, document.content_type)
+    _report(document_id, Progress(Document.Stage.CHUNKING), on_progress)
     with stage.labels(stage="chunk").time():
         drafts = chunk_document(
             parsed,
@@ -187,8 +242,10 @@ def _process(document: Document, started: float) -> IngestResult:
         )
 
     title = document.title or parsed.title or Path(document.original_name).stem
+    texts = [embedding_text(title, d.heading, d.text) for d in drafts]
     with stage.labels(stage="embed").time():
-        vectors = embedding.embed_texts([embedding_text(title, d.heading, d.text) for d in drafts])
+        vectors = _embed_in_slices(document_id, texts, on_progress)
+    _report(document_id, Progress(Document.Stage.STORING, len(texts), len(texts)), on_progress)
     stored = time.monotonic()
     with transaction.atomic():
         locked = Document.objects.select_for_update().filter(pk=document_id).first()
@@ -221,6 +278,7 @@ def _process(document: Document, started: float) -> IngestResult:
         locked.processed_at = timezone.now()
         locked.unfinished_runs = 0
         locked.claimed_by = ""
+        locked.progress_stage, locked.progress_done, locked.progress_total = "", 0, 0
         locked.save(
             update_fields=[
                 "status",
@@ -231,6 +289,9 @@ def _process(document: Document, started: float) -> IngestResult:
                 "processed_at",
                 "unfinished_runs",
                 "claimed_by",
+                "progress_stage",
+                "progress_done",
+                "progress_total",
                 "updated_at",
             ]
         )
@@ -241,6 +302,22 @@ def _process(document: Document, started: float) -> IngestResult:
     metrics.INGESTION_CHUNKS_PER_SECOND.observe(len(drafts) / max(seconds, 1e-6))
     logger.info("document %s ready: %s chunks in %.1fs", document_id, len(drafts), seconds)
     return IngestResult(document_id, Document.Status.READY, len(drafts), parsed.page_count, seconds)
+
+
+def _embed_in_slices(
+    document_id: int, texts: list[str], on_progress: ProgressHook | None
+) -> list[np.ndarray]:
+    """Embed in slices of RAG_EMBEDDING_SLICE texts, reporting the count embedded after each:
+    a document of thousands of chunks shows how far it is. A slice holds many model batches, so
+    the encoder works as fast as on the whole list."""
+    step = max(1, settings.RAG_EMBEDDING_SLICE)
+    _report(document_id, Progress(Document.Stage.EMBEDDING, 0, len(texts)), on_progress)
+    vectors: list[np.ndarray] = []
+    for start in range(0, len(texts), step):
+        vectors.extend(embedding.embed_texts(texts[start : start + step]))
+        done = min(start + step, len(texts))
+        _report(document_id, Progress(Document.Stage.EMBEDDING, done, len(texts)), on_progress)
+    return vectors
 
 
 def _fail(document_id: int, reason: str, started: float, keep_count: bool = False) -> IngestResult:
@@ -256,6 +333,7 @@ def _fail(document_id: int, reason: str, started: float, keep_count: bool = Fals
             chunk_count=0,
             processed_at=timezone.now(),
             claimed_by="",
+            **_NO_PROGRESS,
             **counted,
         )
     metrics.INGESTED_DOCUMENTS.labels(result="failed").inc()
@@ -272,6 +350,7 @@ def _release(document_id: int) -> None:
         Document.objects.filter(pk=document_id, status=Document.Status.PROCESSING).update(
             status=Document.Status.QUEUED,
             claimed_by="",
+            **_NO_PROGRESS,
             unfinished_runs=F("unfinished_runs") - 1,
         )
     except Exception:  # noqa: BLE001  (the original error is the one worth raising)

@@ -5,8 +5,10 @@ Translation only: which rows a user may see is decided in ingestion.permissions,
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from ingestion import pipeline
 from ingestion.models import Collection, Document
 
 
@@ -53,8 +55,17 @@ class CollectionCreateSerializer(serializers.ModelSerializer):
         return value
 
 
+class ProgressSerializer(serializers.Serializer):
+    stage = serializers.ChoiceField(choices=Document.Stage.choices)
+    done = serializers.IntegerField(help_text="Chunks embedded so far (embedding, storing).")
+    total = serializers.IntegerField(help_text="Chunks of the document (0 before chunking).")
+
+
 class DocumentSerializer(serializers.ModelSerializer):
     collection_name = serializers.CharField(source="collection.name", read_only=True)
+    progress = serializers.SerializerMethodField(
+        help_text="While processing: the stage and chunks embedded of all; null otherwise."
+    )
 
     class Meta:
         model = Document
@@ -72,11 +83,17 @@ class DocumentSerializer(serializers.ModelSerializer):
             "page_count",
             "chunk_count",
             "attempts",
+            "progress",
             "created_at",
             "updated_at",
             "processed_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(ProgressSerializer(allow_null=True))
+    def get_progress(self, document: Document) -> dict | None:
+        progress = pipeline.progress_of(document)
+        return None if progress is None else ProgressSerializer(progress).data
 
 
 class UploadedDocumentSerializer(DocumentSerializer):

@@ -88,12 +88,13 @@ def _managed_document_or_404(request: HttpRequest, pk: int) -> Document:
 
 def _documents(collection: Collection | None) -> list[Document]:
     """The newest documents, each marked `stalled` when it shows `processing` but no worker
-    works on it any more (the console then offers Retry)."""
+    works on it any more (the console then offers Retry), and with its `progress`."""
     if collection is None:
         return []
     documents = list(collection.documents.defer("sha256")[:DOCUMENT_ROWS])
     for document in documents:
         document.stalled = pipeline.is_stalled(document)
+        document.progress = pipeline.progress_of(document)  # type: ignore[attr-defined]
     return documents
 
 
@@ -173,6 +174,20 @@ def _document_json(document: Document) -> dict:
         "error": document.error,
         "page_count": document.page_count,
         "chunk_count": document.chunk_count,
+        "progress": _progress_json(document),
+    }
+
+
+def _progress_json(document: Document) -> dict | None:
+    progress = pipeline.progress_of(document)
+    if progress is None:
+        return None
+    return {
+        "stage": progress.stage,
+        "stage_label": Document.Stage(progress.stage).label,
+        "done": progress.done,
+        "total": progress.total,
+        "percent": progress.percent,
     }
 
 

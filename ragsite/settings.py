@@ -335,6 +335,9 @@ RAG_CHUNK_MAX_CHARS = env_int("RAG_CHUNK_MAX_CHARS", 4000)
 # wall-clock seconds); a file that needs more fails with that reason instead of stalling the worker.
 RAG_PARSE_MEMORY_MB = env_int("RAG_PARSE_MEMORY_MB", 2048)
 RAG_PARSE_TIMEOUT = env_int("RAG_PARSE_TIMEOUT", 300)
+# Chunks embedded between two progress updates of a processing document (console, API): many
+# model batches each, so progress costs one small UPDATE per slice and no encoder speed.
+RAG_EMBEDDING_SLICE = env_int("RAG_EMBEDDING_SLICE", 256)
 
 # --- retrieval and answers --------------------------------------------------------------------
 RAG_SEARCH_TOP_K = env_int("RAG_SEARCH_TOP_K", 8)

@@ -41,7 +41,12 @@
     if (doc.status === "failed") return "Failed: " + (doc.error || "unknown reason");
     if (doc.stalled) return "Stalled: no worker is processing it any more; Retry it in the list below.";
     if (doc.status === "processing") {
-      return doc.processing_seconds == null ? "Processing…" : "Processing for " + duration(doc.processing_seconds) + "…";
+      const since = doc.processing_seconds == null ? "Processing" : "Processing for " + duration(doc.processing_seconds);
+      const progress = doc.progress;
+      if (!progress) return since + "…";
+      if (!progress.total) return since + ": " + progress.stage_label.toLowerCase() + "…";
+      return since + ": " + progress.stage_label.toLowerCase() + ", " + progress.done + " of " + progress.total +
+        " chunks embedded (" + progress.percent + " %)…";
     }
     return "Queued for ingestion";
   }
