@@ -205,7 +205,7 @@ def generator_for(endpoint: endpoints.Endpoint) -> Generator:
                 f"model endpoint {endpoint.name!r}: {url!r} is not allowed by "
                 "RAG_ALLOWED_HOSTS_EGRESS; refusing to send documents there."
             )
-    return OpenAICompatibleGenerator(
+    generator: Generator = OpenAICompatibleGenerator(  # type: ignore[assignment]
         base_url=list(endpoint.base_urls),
         model=endpoint.model,
         api_key=endpoint.api_key(),
@@ -215,6 +215,7 @@ def generator_for(endpoint: endpoints.Endpoint) -> Generator:
         temperature=settings.RAG_LLM_TEMPERATURE,
         external_host=endpoint.host if endpoint.external else "",
     )
+    return generator
 
 
 # --- which replica answers ---------------------------------------------------------------------

@@ -105,7 +105,7 @@ def new_redactor() -> Any | None:
     """A Redactor (retrieval.redaction), or None when redaction is not available: then redacted
     collections stay in-house only (fail closed)."""
     try:
-        from retrieval.redaction import Redactor  # type: ignore[import-not-found]
+        from retrieval.redaction import Redactor
     except ImportError:
         return None
     try:
@@ -183,6 +183,7 @@ def _redacted(screened: Screened, text: str) -> str:
     if not text.strip():
         return text
     if text not in screened.seen:
+        assert screened.redactor is not None  # screen() made one before asking
         screened.seen[text] = screened.redactor.redact(text)
     return screened.seen[text]
 
@@ -207,10 +208,11 @@ def earlier_sources(message_ids: Sequence[int]) -> dict[int, set[Source]]:
         message_id__in=message_ids
     ).values_list("message_id", "chunk_id", "document_id", "document__collection_id"):
         sources[message_id].add(Source(chunk_id, document_id, collection_id))
-    for message_id, chunk_id, document_id, collection_id in Disclosure.objects.filter(
-        message_id__in=message_ids, role=ANSWER
-    ).values_list("message_id", "chunk_id", "document_id", "collection_id"):
-        sources[message_id].add(Source(chunk_id, document_id, collection_id))
+    for row in Disclosure.objects.filter(message_id__in=message_ids, role=ANSWER).values_list(
+        "message_id", "chunk_id", "document_id", "collection_id"
+    ):
+        if row[0] is not None:
+            sources[row[0]].add(Source(row[1], row[2], row[3]))
     return sources
 
 
@@ -242,7 +244,9 @@ def screen_history(
     from a redacted collection). Returns the screened history and the redactor used, if any."""
     assistant_ids = [pk for pk in message_ids if pk is not None]
     sources = earlier_sources(assistant_ids)
-    known = sensitivities(s.collection_id for found in sources.values() for s in found if s)
+    known = sensitivities(
+        s.collection_id for found in sources.values() for s in found if s.collection_id is not None
+    )
     history = History()
     for (role, content), message_id in zip(turns, message_ids, strict=True):
         if message_id is None:
