@@ -10,6 +10,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +21,7 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from core import metrics
+from core import metrics, storage
 from ingestion import embedding
 from ingestion.chunking import chunk_document, embedding_text
 from ingestion.models import Chunk, Document
@@ -221,12 +222,9 @@ def _process(
 ) -> IngestResult:
     document_id = document.pk
     _report(document_id, Progress(Document.Stage.PARSING), on_progress)
-    path = Path(document.file.path)
-    if not path.exists():
-        raise ParseError("The stored file is missing; upload it again.")
     stage = metrics.INGESTION_STAGE_SECONDS
     with stage.labels(stage="parse").time():
-        parsed = parse(path, document.content_type)
+        parsed = _parse_stored(document)
     _report(document_id, Progress(Document.Stage.CHUNKING), on_progress)
     with stage.labels(stage="chunk").time():
         drafts = chunk_document(
@@ -302,6 +300,17 @@ def _process(
     metrics.INGESTION_CHUNKS_PER_SECOND.observe(len(drafts) / max(seconds, 1e-6))
     logger.info("document %s ready: %s chunks in %.1fs", document_id, len(drafts), seconds)
     return IngestResult(document_id, Document.Status.READY, len(drafts), parsed.page_count, seconds)
+
+
+def _parse_stored(document: Document):
+    """Parse the stored file where it lies (folder storage) or from a temporary local copy
+    (object storage): the sandboxed parser reads a path."""
+    with ExitStack() as stack:
+        try:
+            path = stack.enter_context(storage.local_copy(document.file))
+        except FileNotFoundError as exc:
+            raise ParseError("The stored file is missing; upload it again.") from exc
+        return parse(path, document.content_type)
 
 
 def _embed_in_slices(

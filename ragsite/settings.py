@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
+from core.storage import storage_from_url
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -280,8 +282,13 @@ TIME_ZONE = env("TZ", "UTC") or "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# Uploaded files: the folder RAG_MEDIA_ROOT (every web and worker replica mounts the same volume),
+# or with RAG_STORAGE_URL S3-compatible object storage (core.storage: s3://bucket/prefix?
+# endpoint_url=https://minio.internal:9000&region=..., AWS_* credentials; the endpoint's host must
+# be on RAG_ALLOWED_HOSTS_EGRESS). RAG_MEDIA_ROOT then holds only temporary copies.
+RAG_STORAGE_URL = env("RAG_STORAGE_URL")
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": storage_from_url(RAG_STORAGE_URL),
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True
