@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -127,6 +128,8 @@ def _delete(collection: Collection) -> None:
 
 
 def main() -> None:
+    # A bench stopped from outside (timeout, Ctrl-C) still stops its worker: `finally` runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped"))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--html", type=int, default=60, help="HTML pages to ingest")
     args, _ = parser.parse_known_args()  # bench/run.py passes every benchmark the same arguments
