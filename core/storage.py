@@ -59,7 +59,10 @@ def storage_from_url(url: str) -> dict[str, Any]:
         # need a DNS name and a certificate per bucket.
         "addressing_style": query.get("addressing_style") or ("path" if endpoint_url else None),
         "default_acl": None,  # the bucket's own policy: private
-        "querystring_auth": True,  # no URL of ours is ever handed out, but never public ones
+        # Unsigned URLs: the admin shows a stored file's URL, and a signed one would open the
+        # file to whoever holds the link, past the permission check and the audit of downloads.
+        # Unsigned, it opens nothing on a private bucket; files go out through the download view.
+        "querystring_auth": False,
         "max_attempts": int(query.get("max_attempts") or 3),
     }
     return {"BACKEND": OBJECT_STORAGE_BACKEND, "OPTIONS": options}

@@ -80,7 +80,7 @@ def keys(bucket) -> list[str]:
 def test_a_document_lives_in_the_bucket_from_upload_to_deletion(
     bucket, settings, django_capture_on_commit_callbacks
 ):
-    owner = User.objects.create_user("editor", password="a-long-test-password", is_superuser=True)
+    owner = User.objects.create_superuser("editor", "editor@example.org", "a-long-test-password")
     collection = make_collection("Harbour", users=[owner])
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {apikeys.create_key(owner, 'tests')[1]}")
@@ -110,6 +110,12 @@ def test_a_document_lives_in_the_bucket_from_upload_to_deletion(
     download = browser.get(reverse("web:download", args=[document.pk]))
     assert download.status_code == 200
     assert b"".join(download.streaming_content) == NOTE
+
+    # The admin links the stored file: never with a signature that would open it to anyone.
+    admin_page = browser.get(reverse("admin:ingestion_document_change", args=[document.pk]))
+    assert admin_page.status_code == 200
+    assert document.file.name in admin_page.content.decode()
+    assert "Signature" not in admin_page.content.decode()
 
     with django_capture_on_commit_callbacks(execute=True):
         deleted = api.delete(f"/api/v1/documents/{document.pk}/")
