@@ -36,7 +36,7 @@ from tests.routing_world import add_passages, stand_ins
 __all__ = ["stand_ins"]  # a fixture
 
 SEED = int(os.environ.get("RAG_FUZZ_SEED", "20261130"))
-N_USERS, CONVERSATIONS, MAX_FOLLOW_UPS = 5, 24, 3
+N_USERS, CONVERSATIONS, MAX_FOLLOW_UPS = 5, 30, 3
 SENSITIVITIES = ["in_house", "in_house", "redacted", "redacted", "shareable", "shareable"]
 TOPICS = [
     ("Travel expenses", "Travel expenses are refunded within thirty days of the trip report."),
@@ -137,6 +137,7 @@ def build_world(rng: random.Random) -> dict:
         "personal": personal,
         "users": users,
         "sensitivity": {c.pk: c.sensitivity for c in collections},
+        "collections": collections,
         "chunk_collection": chunk_collection,
     }
 
@@ -146,8 +147,10 @@ def role_of(body: dict) -> str:
     return "rewrite" if system == REWRITE_SYSTEM else "answer"
 
 
-def test_no_passage_reaches_an_endpoint_its_collection_does_not_allow(db, stand_ins):
-    local, hosted = stand_ins
+def test_no_passage_reaches_an_endpoint_its_collection_does_not_allow(
+    db, quoting, one_torch_thread
+):
+    local, hosted = quoting
     rng = random.Random(SEED)
     world = build_world(rng)
     redaction = routing.new_redactor() is not None
@@ -157,7 +160,7 @@ def test_no_passage_reaches_an_endpoint_its_collection_does_not_allow(db, stand_
         for chunk, collection in world["chunk_collection"].items()
         if collection in world["sensitivity"]
     }
-    pairs = hosted_requests = redacted_rows = withheld_notes = 0
+    pairs = hosted_requests = redacted_rows = withheld_notes = changes = 0
 
     for _ in range(CONVERSATIONS):
         user, readable = rng.choice(world["users"])
@@ -165,6 +168,16 @@ def test_no_passage_reaches_an_endpoint_its_collection_does_not_allow(db, stand_
         conversation = None
         for turn in range(rng.randint(1, 1 + MAX_FOLLOW_UPS)):
             question = rng.choice(QUESTIONS) if turn == 0 else rng.choice(FOLLOW_UPS)
+            if turn and rng.random() < 0.2:
+                # An admin changes a collection's sensitivity mid-conversation: earlier answers
+                # that drew on it follow its sensitivity now.
+                changed = rng.choice(world["collections"])
+                changed.sensitivity = rng.choice(["in_house", "redacted", "shareable"])
+                changed.save(update_fields=["sensitivity"])
+                changes += 1
+                for chunk, collection in world["chunk_collection"].items():
+                    if collection == changed.pk:
+                        chunk_sensitivity[chunk] = changed.sensitivity
             model = rng.choice([None, "local", "hosted", "hosted"])
             before = {name: len(s.chat_requests) for name, s in servers.items()}
             result = answer(
@@ -212,12 +225,26 @@ def test_no_passage_reaches_an_endpoint_its_collection_does_not_allow(db, stand_
                 elif row.sensitivity == "redacted":
                     assert row.redacted, row
                 redacted_rows += row.redacted
-            assert dict(ledger) == {k: v for k, v in received.items() if v}, (question, model)
+            expected = {k: v for k, v in received.items() if v}
+            assert dict(ledger) == expected, (
+                question,
+                model,
+                {
+                    k: (
+                        ledger.get(k, set()) - expected.get(k, set()),
+                        "rows not received",
+                        expected.get(k, set()) - ledger.get(k, set()),
+                        "received without row",
+                    )
+                    for k in {*ledger, *expected}
+                },
+            )
 
     print(
         f"routing fuzz: seed {SEED}, {pairs} (user, question) pairs checked, {hosted_requests} "
         f"requests to the external stand-in, {redacted_rows} redacted ledger rows, "
-        f"{withheld_notes} answers noting withheld passages, redaction "
+        f"{withheld_notes} answers noting withheld passages, {changes} sensitivity changes "
+        f"mid-conversation, redaction "
         f"{'on' if redaction else 'unavailable (redacted collections stay in-house)'}"
     )
     assert pairs >= CONVERSATIONS
