@@ -4,6 +4,7 @@ with real embeddings (parsing is tested elsewhere and costs seconds a file on a 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 
@@ -71,7 +72,7 @@ def add_passages(collection: Collection, passages: list[tuple[str, str, str]]) -
             title=title,
             content_type="text/markdown",
             size=len(text),
-            sha256=f"{collection.pk:032x}{number:032x}",
+            sha256=hashlib.sha256(text.encode()).hexdigest(),
             status=Document.Status.READY,
             chunk_count=1,
         )

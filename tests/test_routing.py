@@ -6,6 +6,7 @@ its exit codes, and retention of the ledger. The property test is test_routing_f
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 from io import StringIO
 
@@ -19,7 +20,7 @@ from rest_framework.test import APIClient
 from core import endpoints
 from core.endpoints import Endpoint
 from ingestion.models import Collection
-from retrieval import retention
+from retrieval import retention, routing
 from retrieval.models import Disclosure, Message
 from tests.routing_world import add_passages, port_of, stand_ins
 
@@ -318,3 +319,39 @@ def test_privacy_check_fails_on_an_unusable_configuration(world, settings):
     settings.RAG_ALLOWED_HOSTS_EGRESS = [f"127.0.0.1:{port_of(world['local'])}"]  # not hosted's
     with pytest.raises(CommandError, match=r"'hosted'.*not listed"):
         call_command("privacy_check", stdout=StringIO())
+
+
+def test_a_redacted_collection_reaches_the_external_model_without_names_and_the_reader_sees_them(
+    world,
+):
+    if routing.new_redactor() is None:
+        pytest.fail("retrieval.redaction is not available")
+    world["public"].sensitivity = "redacted"
+    world["public"].save()
+    add_passages(
+        world["public"],
+        [("Contacts", "HR", "Salary questions go to John Smith, john.smith@example.org.")],
+    )
+    # The stand-in answers with the placeholders it was given, as a model quoting them would.
+    world["hosted"].answer = lambda body: (
+        "Ask " + " ".join(sorted(set(re.findall(r"<[A-Z_]+_\d+>", json.dumps(body))))) + " [1]"
+    )
+
+    response = world["client"].post(
+        "/api/v1/ask",
+        {"question": "Who answers salary questions?", "model": "hosted"},
+        format="json",
+    )
+
+    sent = sent_text(world["hosted"])
+    assert "John Smith" not in sent
+    assert "john.smith@example.org" not in sent
+    assert "<PERSON_" in sent
+    answer = response.json()["answer"]
+    assert "John Smith" in answer  # placeholders put back for the reader
+    assert "john.smith@example.org" in answer
+    assert set(
+        Disclosure.objects.filter(collection_id=world["public"].pk).values_list(
+            "redacted", flat=True
+        )
+    ) == {True}
