@@ -28,7 +28,7 @@ except ImportError:  # the test extra is not installed: the S3 tests skip (fail 
 
 needs_s3 = required(
     ThreadedMotoServer is not None,
-    "moto[server] and boto3 are not installed (pip install -e '.[test]'): no S3 server to test "
+    "moto[s3], flask and boto3 are not installed (pip install -e '.[test]'): no S3 server to test "
     "against",
 )
 pytestmark = pytest.mark.django_db
