@@ -112,3 +112,18 @@ def test_the_cache_key_follows_the_model_files_not_their_readme(tmp_path: Path):
     (model / "model.safetensors").write_bytes(b"weightz")
     assert cache_key(model) != first
     assert cache_path(model, tmp_path).name.startswith(f"{tmp_path.name}-")
+
+
+def test_export_onnx_command_finds_the_export_already_there(built, settings):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    settings.DATA_DIR = built.cache_dir.parent.parent
+    embedding.get_onnx_encoder.cache_clear()
+    out = StringIO()
+    try:
+        call_command("export_onnx", stdout=out)
+    finally:
+        embedding.get_onnx_encoder.cache_clear()
+    assert out.getvalue().startswith(f"already exported: {built.path}")
