@@ -5,7 +5,6 @@ the disclosure ledger (which model endpoint received which passage), listed and 
 
 from __future__ import annotations
 
-import csv
 import io
 
 from django.contrib import admin
@@ -16,25 +15,10 @@ from django.urls import path
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from core import audit
 from core.admin import ReadOnlyAdmin
-from core.audit import Action, Via
+from core.audit import Via
+from retrieval import services
 from retrieval.models import Citation, Conversation, Disclosure, Message
-
-LEDGER_COLUMNS = [
-    "at",
-    "user",
-    "message_id",
-    "endpoint",
-    "host",
-    "location",
-    "role",
-    "chunk_id",
-    "document_id",
-    "collection_id",
-    "sensitivity",
-    "redacted",
-]
 
 
 class MessageInline(admin.TabularInline):
@@ -149,43 +133,10 @@ class CitationAdmin(ReadOnlyAdmin):
         return False
 
 
-def _cell(value: object) -> str:
-    """Spreadsheet formulas neutralised, as in the audit export."""
-    text = "" if value is None else str(value)
-    return "'" + text if text and text[0] in "=+-@\t\r" else text
-
-
 def ledger_csv(rows: QuerySet[Disclosure], request: HttpRequest) -> HttpResponse:
-    """The ledger rows as CSV (LEDGER_COLUMNS); the export is itself recorded in the audit log."""
+    """The ledger rows as CSV; the export is itself recorded in the audit log (by the service)."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(LEDGER_COLUMNS)
-    count = 0
-    for row in rows.select_related("user").order_by("at", "id").iterator():
-        writer.writerow(
-            [
-                row.at.isoformat(),
-                _cell(row.user.username if row.user else ""),
-                row.message_id,
-                _cell(row.endpoint),
-                _cell(row.host),
-                row.location,
-                row.role,
-                row.chunk_id,
-                row.document_id,
-                row.collection_id,
-                row.sensitivity,
-                "yes" if row.redacted else "no",
-            ]
-        )
-        count += 1
-    audit.record(
-        Action.AUDIT_EXPORT,
-        user=request.user,
-        via=Via.ADMIN,
-        detail={"disclosure_rows": count},
-        request=request,
-    )
+    services.export_disclosures(rows, buffer, user=request.user, via=Via.ADMIN, request=request)
     response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     response["Content-Disposition"] = f'attachment; filename="disclosures-{stamp}.csv"'

@@ -5,18 +5,19 @@ deleted document's text. `forget_deleted_document` receives ingestion's `documen
 
 from __future__ import annotations
 
+import csv
 from typing import IO
 
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 
 from core import audit, metrics
 from core.audit import Action, Via
 from ingestion.models import Collection, Document
-from retrieval.models import Citation, Conversation, Message
+from retrieval.models import Citation, Conversation, Disclosure, Message
 from retrieval.search import Passage, search
 
 TITLE_CHARS = 80
@@ -157,3 +158,67 @@ def open_download(
         request=request,
     )
     return handle
+
+
+# --- the disclosure ledger ----------------------------------------------------------------------
+LEDGER_COLUMNS = [
+    "at",
+    "user",
+    "message_id",
+    "endpoint",
+    "host",
+    "location",
+    "role",
+    "chunk_id",
+    "document_id",
+    "collection_id",
+    "sensitivity",
+    "redacted",
+]
+
+
+def _cell(value: object) -> str:
+    """Spreadsheet formulas neutralised, as in the audit export."""
+    text = "" if value is None else str(value)
+    return "'" + text if text and text[0] in "=+-@\t\r" else text
+
+
+def export_disclosures(
+    rows: QuerySet[Disclosure],
+    out: IO[str],
+    *,
+    user: User,
+    via: Via,
+    request: HttpRequest | None = None,
+) -> int:
+    """Write the ledger rows as CSV (LEDGER_COLUMNS) to `out` for `user`; exporting the ledger is
+    itself recorded in the audit log. Returns the number of rows written."""
+    writer = csv.writer(out)
+    writer.writerow(LEDGER_COLUMNS)
+    count = 0
+    for row in rows.select_related("user").order_by("at", "id").iterator():
+        writer.writerow(
+            [
+                row.at.isoformat(),
+                _cell(row.user.username if row.user else ""),
+                row.message_id,
+                _cell(row.endpoint),
+                _cell(row.host),
+                row.location,
+                row.role,
+                row.chunk_id,
+                row.document_id,
+                row.collection_id,
+                row.sensitivity,
+                "yes" if row.redacted else "no",
+            ]
+        )
+        count += 1
+    audit.record(
+        Action.AUDIT_EXPORT,
+        user=user,
+        via=via,
+        detail={"disclosure_rows": count},
+        request=request,
+    )
+    return count
