@@ -46,6 +46,7 @@ class AuditEvent(models.Model):
         COLLECTION_CREATED = "collection_created", "Created a collection"
         AUDIT_EXPORT = "audit_export", "Exported the audit log"
         SSO_SIGN_IN = "sso_sign_in", "Signed in through SSO"
+        COLLECTION_SHARING = "collection_sharing", "Changed which models may read a collection"
 
     class Via(models.TextChoices):
         """The entry point an action came through."""

@@ -74,7 +74,8 @@ class ActionPermissionMixin:
 
 @admin.register(Collection)
 class CollectionAdmin(ActionPermissionMixin, admin.ModelAdmin):
-    list_display = ["name", "visibility", "document_count", "created_at"]
+    list_display = ["name", "visibility", "sensitivity", "document_count", "created_at"]
+    list_filter = ["visibility", "sensitivity"]
     search_fields = ["name", "description"]
     filter_horizontal = ["reader_groups", "reader_users", "managers"]
     actions = ["reindex"]
@@ -85,6 +86,19 @@ class CollectionAdmin(ActionPermissionMixin, admin.ModelAdmin):
             super()
             .get_queryset(request)
             .filter(pk__in=permissions.managed_collections(request.user).values("pk"))
+        )
+
+    def save_model(self, request: HttpRequest, obj: Collection, form, change: bool) -> None:
+        """Which models may read a collection changes through the service, which audits it."""
+        sharing = {"sensitivity": obj.sensitivity, "default_model": obj.default_model}
+        if not change or not {"sensitivity", "default_model"} & set(form.changed_data):
+            super().save_model(request, obj, form, change)
+            return
+        stored = Collection.objects.values("sensitivity", "default_model").get(pk=obj.pk)
+        obj.sensitivity, obj.default_model = stored["sensitivity"], stored["default_model"]
+        super().save_model(request, obj, form, change)
+        services.set_collection_sharing(
+            request.user, obj, **sharing, via=Via.ADMIN, request=request
         )
 
     def delete_model(self, request: HttpRequest, obj: Collection) -> None:

@@ -274,6 +274,7 @@ def create_collection(
     description: str = "",
     visibility: str = Collection.Visibility.RESTRICTED,
     reader_groups: Iterable = (),
+    sensitivity: str = Collection.Sensitivity.IN_HOUSE,
     via: Via = Via.SYSTEM,
     request: HttpRequest | None = None,
 ) -> Collection:
@@ -282,7 +283,11 @@ def create_collection(
         raise PermissionDenied("Only administrators may create collections.")
     with transaction.atomic():
         collection = Collection.objects.create(
-            name=name, description=description, visibility=visibility, created_by=user
+            name=name,
+            description=description,
+            visibility=visibility,
+            sensitivity=sensitivity,
+            created_by=user,
         )
         collection.reader_groups.set(reader_groups)
         collection.managers.add(user)
@@ -290,10 +295,48 @@ def create_collection(
             Action.COLLECTION_CREATED,
             user=user,
             via=via,
-            detail={"collection_id": collection.pk, "name": name},
+            detail={"collection_id": collection.pk, "name": name, "sensitivity": sensitivity},
             request=request,
         )
     return collection
+
+
+def set_collection_sharing(
+    user: User,
+    collection: Collection,
+    *,
+    sensitivity: str,
+    default_model: str,
+    via: Via = Via.SYSTEM,
+    request: HttpRequest | None = None,
+) -> bool:
+    """Set which model endpoints may receive the collection's text (core.endpoints.may_receive
+    reads the sensitivity) and the model that answers by default. Staff who manage the collection
+    only: loosening it lets passages leave the organisation. Audited with the before and after;
+    returns whether anything changed."""
+    if not (
+        permissions.can_create_collections(user)
+        and permissions.can_manage_collection(user, collection)
+    ):
+        raise PermissionDenied("Only staff who manage this collection may change its models.")
+    if sensitivity not in Collection.Sensitivity.values:
+        raise ValueError(f"unknown sensitivity {sensitivity!r}")
+    with transaction.atomic():
+        locked = Collection.objects.select_for_update().get(pk=collection.pk)
+        before = {"sensitivity": locked.sensitivity, "default_model": locked.default_model}
+        after = {"sensitivity": sensitivity, "default_model": default_model}
+        if before == after:
+            return False
+        Collection.objects.filter(pk=collection.pk).update(**after)
+        audit.record(
+            Action.COLLECTION_SHARING,
+            user=user,
+            via=via,
+            detail={"collection_id": collection.pk, "before": before, "after": after},
+            request=request,
+        )
+    collection.sensitivity, collection.default_model = sensitivity, default_model
+    return True
 
 
 def get_or_create_collection(

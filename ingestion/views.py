@@ -22,7 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from core.audit import Via
 from ingestion import pipeline, services
-from ingestion.forms import CollectionForm
+from ingestion.forms import CollectionForm, CollectionSharingForm
 from ingestion.models import Collection, Document
 from ingestion.permissions import can_create_collections, managed_collections
 
@@ -122,9 +122,15 @@ def _render_home(request: HttpRequest, form: CollectionForm, status: int = 200) 
         current = next((c for c in collections if c.pk == int(wanted)), None)
     if current is None and collections:
         current = collections[0]
+    sharing_form = None
+    if current is not None and can_create_collections(request.user):
+        sharing_form = CollectionSharingForm(
+            initial={"sensitivity": current.sensitivity, "default_model": current.default_model}
+        )
     context = {
         "collections": collections,
         "current": current,
+        "sharing_form": sharing_form,
         "documents": _documents(current),
         "time_limit_minutes": _time_limit_minutes(),
         "counters": counters(managed),
@@ -147,6 +153,7 @@ def create_collection(request: HttpRequest) -> HttpResponse:
         form.cleaned_data["name"],
         description=form.cleaned_data["description"],
         visibility=form.cleaned_data["visibility"],
+        sensitivity=form.cleaned_data["sensitivity"],
         reader_groups=form.cleaned_data["reader_groups"],
         via=Via.WEB,
         request=request,
@@ -275,6 +282,32 @@ def reindex(request: HttpRequest, pk: int) -> HttpResponse:
         collection, acting_user=request.user, via=Via.WEB, request=request
     )
     flash.success(request, f"Queued {count} document{'s' if count != 1 else ''} for re-indexing.")
+    return redirect(_console_url(collection))
+
+
+@login_required
+@require_POST
+def sharing(request: HttpRequest, pk: int) -> HttpResponse:
+    """Which models may read the collection, and its default answer model (staff managers)."""
+    collection = _managed_or_404(request, pk)
+    form = CollectionSharingForm(request.POST)
+    if not form.is_valid():
+        flash.error(request, "Not saved: " + " ".join(e for es in form.errors.values() for e in es))
+        return redirect(_console_url(collection))
+    changed = services.set_collection_sharing(
+        request.user,
+        collection,
+        sensitivity=form.cleaned_data["sensitivity"],
+        default_model=form.cleaned_data["default_model"],
+        via=Via.WEB,
+        request=request,
+    )
+    if changed:
+        flash.success(
+            request,
+            f"“{collection.name}”: {collection.get_sensitivity_display()}; "
+            f"default model: {collection.default_model or 'the first in-house one'}.",
+        )
     return redirect(_console_url(collection))
 
 
