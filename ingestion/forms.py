@@ -77,4 +77,6 @@ class CollectionSharingForm(forms.Form):
         initial = self.initial.get("default_model")
         if initial and initial not in dict(choices):  # configured once, gone since: keep it visible
             choices.append((initial, f"{initial} (not configured)"))
-        self.fields["default_model"].choices = choices
+        field = self.fields["default_model"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = choices

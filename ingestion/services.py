@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from django.conf import settings
-from django.contrib.auth.models import User
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied
 from django.core.files import File
 from django.db import transaction
@@ -302,7 +302,7 @@ def create_collection(
 
 
 def set_collection_sharing(
-    user: User,
+    user: User | AnonymousUser,
     collection: Collection,
     *,
     sensitivity: str,

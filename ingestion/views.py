@@ -292,7 +292,8 @@ def sharing(request: HttpRequest, pk: int) -> HttpResponse:
     collection = _managed_or_404(request, pk)
     form = CollectionSharingForm(request.POST)
     if not form.is_valid():
-        flash.error(request, "Not saved: " + " ".join(e for es in form.errors.values() for e in es))
+        reasons = [str(error) for errors in form.errors.values() for error in errors]
+        flash.error(request, "Not saved: " + " ".join(reasons))
         return redirect(_console_url(collection))
     changed = services.set_collection_sharing(
         request.user,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 from typing import IO
 
-from django.contrib.auth.models import User
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Q, QuerySet
@@ -187,7 +187,7 @@ def export_disclosures(
     rows: QuerySet[Disclosure],
     out: IO[str],
     *,
-    user: User,
+    user: User | AnonymousUser,
     via: Via,
     request: HttpRequest | None = None,
 ) -> int:
