@@ -13,6 +13,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
     "ingest_bench.py",
     "encoder_bench.py",  # torch vs the int8 ONNX export: raw encode and end to end, side by side
+    "queue_bench.py",  # the same documents in-process and through a real worker on the folder queue
     "retrieval_bench.py",
     "answer_bench.py",
     "load_answers.py",  # 100, 200 and 500 streamed answers at once, each way of asking
