@@ -72,6 +72,8 @@ class CollectionSharingForm(forms.Form):
     )
 
     def __init__(self, *args, **kwargs):
+        # Ids of their own: the console page also holds the new-collection form's sensitivity.
+        kwargs.setdefault("auto_id", "id_sharing_%s")
         super().__init__(*args, **kwargs)
         choices = answer_model_choices()
         initial = self.initial.get("default_model")
