@@ -175,7 +175,7 @@ def _add_batch(collection: Collection, count: int, words: list[str], rng, seeds)
             connection.cursor() as cursor,
             cursor.copy(
                 "COPY ingestion_chunk (document_id, ordinal, text, title, heading, token_count,"
-                " embedding) FROM STDIN"
+                " embedding, page_boxes) FROM STDIN"
             ) as copy,
         ):
             for document in created:
@@ -200,6 +200,7 @@ def _add_batch(collection: Collection, count: int, words: list[str], rng, seeds)
                             heading,
                             int(lengths[ordinal]),
                             vector,
+                            "[]",  # no PDF boxes
                         )
                     )
     with connection.cursor() as cursor:
