@@ -4,6 +4,7 @@ started below, or the server DATABASE_URL names."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -229,18 +230,35 @@ def _reset_connections(app) -> None:
     app.amqp._producer_pool = None
 
 
-def start_worker(celery_queue: dict, log: Path) -> subprocess.Popen:
+def database_url() -> str:
+    """The test database as a DATABASE_URL, for processes the tests start (workers, servers)
+    and second connections of their own."""
     db = connection.settings_dict
-    host = db["HOST"]
-    database_url = f"postgresql://{db['USER']}:{db['PASSWORD']}@/{db['NAME']}?host={host}"
     if db["PORT"]:
-        database_url = (
-            f"postgresql://{db['USER']}:{db['PASSWORD']}@{host}:{db['PORT']}/{db['NAME']}"
-        )
+        return f"postgresql://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    return f"postgresql://{db['USER']}:{db['PASSWORD']}@/{db['NAME']}?host={db['HOST']}"
+
+
+def load_bench():
+    """bench/load_answers.py as a module (bench/ is no package): its server start and load."""
+    spec = importlib.util.spec_from_file_location(
+        "load_answers", ROOT / "bench" / "load_answers.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    if "load_answers" in sys.modules:
+        return sys.modules["load_answers"]
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["load_answers"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def start_worker(celery_queue: dict, log: Path) -> subprocess.Popen:
     env = {
         **os.environ,
         **celery_queue["env"],
-        "DATABASE_URL": database_url,
+        "DATABASE_URL": database_url(),
         "RAG_EGRESS_GUARD": "1",
         "PYTHONUNBUFFERED": "1",
     }

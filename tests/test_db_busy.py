@@ -4,9 +4,7 @@ the server goes on as soon as a connection comes free. Real uvicorn, real pool, 
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import threading
 import time
 
@@ -19,31 +17,12 @@ from django.core.cache import cache
 from django.db import connection
 
 from core import apikeys
-from tests.conftest import ROOT, stop_worker
+from tests.conftest import database_url, load_bench, stop_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location(
-        "load_answers", ROOT / "bench" / "load_answers.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("load_answers", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-load = _load_bench()
-
-
-def _database_url() -> str:
-    db = connection.settings_dict
-    if db["PORT"]:
-        return f"postgresql://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    return f"postgresql://{db['USER']}:{db['PASSWORD']}@/{db['NAME']}?host={db['HOST']}"
+load = load_bench()
 
 
 def _waiting_on_a_lock(application: str) -> bool:
@@ -64,7 +43,7 @@ def test_a_request_finding_every_connection_taken_gets_503_and_the_server_recove
     application = "ragsite-busy-test"
     env = {
         **os.environ,
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
         "RAG_MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "CELERY_BROKER_URL": "filesystem://",
         "RAG_BROKER_DIR": str(tmp_path / "broker"),
@@ -81,7 +60,7 @@ def test_a_request_finding_every_connection_taken_gets_503_and_the_server_recove
         assert httpx.get(collections, headers=auth, timeout=30).status_code == 200
 
         first: dict = {}
-        with psycopg.connect(_database_url()) as locker:
+        with psycopg.connect(database_url()) as locker:
             # The API key lookup waits behind this lock, holding the server's only connection.
             locker.execute("LOCK TABLE core_apikey IN ACCESS EXCLUSIVE MODE")
             waiting = threading.Thread(

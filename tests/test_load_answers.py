@@ -4,10 +4,8 @@ writes, and bench/load_answers.py's load, at a small size, ends without a server
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,35 +18,15 @@ from django.core.cache import cache
 from django.db import connection
 
 from core import apikeys
-from tests.conftest import ROOT, make_collection, stop_worker
+from tests.conftest import database_url, load_bench, make_collection, stop_worker
 from tests.documents import FACT, write_markdown
 from tests.fakes.openai_server import MODEL_ID, FakeOpenAIServer
 
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location(
-        "load_answers", ROOT / "bench" / "load_answers.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("load_answers", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-load = _load_bench()
+load = load_bench()
 QUESTION = load.QUESTION
 ANSWER = "The Zephyr budget for 2027 is 4.2 million euros [1]."
 CONCURRENT = 30
 POOL_SIZE = 4
-
-
-def _database_url() -> str:
-    db = connection.settings_dict
-    if db["PORT"]:
-        return f"postgresql://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    return f"postgresql://{db['USER']}:{db['PASSWORD']}@/{db['NAME']}?host={db['HOST']}"
 
 
 @pytest.fixture
@@ -68,7 +46,7 @@ def site(transactional_db, ingest_file, tmp_path) -> Iterator[dict]:
     def start(**env: str) -> str:
         environment = {
             **os.environ,
-            "DATABASE_URL": _database_url(),
+            "DATABASE_URL": database_url(),
             "RAG_MEDIA_ROOT": str(settings.MEDIA_ROOT),
             "CELERY_BROKER_URL": "filesystem://",
             "RAG_BROKER_DIR": str(tmp_path / "broker"),

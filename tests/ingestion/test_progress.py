@@ -6,7 +6,6 @@ from __future__ import annotations
 import psycopg
 import pytest
 from django.contrib.auth.models import User
-from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
@@ -14,7 +13,7 @@ from rest_framework.test import APIClient
 from core import apikeys
 from ingestion import pipeline, services
 from ingestion.models import Document
-from tests.conftest import make_collection
+from tests.conftest import database_url, make_collection
 from tests.documents import write_markdown
 
 # Transactional: the pipeline's progress writes must be visible to another connection at once,
@@ -37,17 +36,10 @@ def _sections(count: int) -> list[tuple[str, str]]:
     ]
 
 
-def _database_url() -> str:
-    db = connection.settings_dict
-    if db["PORT"]:
-        return f"postgresql://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    return f"postgresql://{db['USER']}:{db['PASSWORD']}@/{db['NAME']}?host={db['HOST']}"
-
-
 @pytest.fixture
 def outside() -> psycopg.Connection:
     """A second connection: sees only what the pipeline has committed."""
-    with psycopg.connect(_database_url(), autocommit=True) as conn:
+    with psycopg.connect(database_url(), autocommit=True) as conn:
         yield conn
 
 
