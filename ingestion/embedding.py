@@ -81,16 +81,18 @@ def get_model():
     return model
 
 
-@lru_cache(maxsize=1)
-def get_onnx_encoder():
-    """The process's int8 ONNX encoder of RAG_EMBEDDING_MODEL (RAG_EMBEDDING_BACKEND=onnx-int8),
-    exported into the data dir on its first encode if no cached export matches the model."""
-    from ingestion.onnx_encoder import OnnxEncoder
+@lru_cache(maxsize=2)
+def get_onnx_encoder(use: str = "passages"):
+    """The process's int8 ONNX encoder of RAG_EMBEDDING_MODEL (RAG_EMBEDDING_BACKEND=onnx-int8)
+    for passages or questions (`onnx_encoder.Recipe`), exported into the data dir on its first
+    encode if no cached export matches the model."""
+    from ingestion.onnx_encoder import PASSAGES, QUESTIONS, OnnxEncoder
 
     return OnnxEncoder(
         model_dir=resolve_model_path(settings.RAG_EMBEDDING_MODEL),
         cache_dir=Path(settings.DATA_DIR) / "models" / "onnx",
         threads=settings.RAG_EMBEDDING_THREADS,
+        recipe={"passages": PASSAGES, "questions": QUESTIONS}[use],
     )
 
 
@@ -130,13 +132,15 @@ def embed_texts(texts: list[str], batch_size: int | None = None) -> np.ndarray:
 
 
 def embed_query(text: str) -> np.ndarray:
+    if _uses_onnx() and not settings.RAG_EMBEDDING_URL:
+        return _embed_onnx([text], 1, use="questions")[0]
     return embed_texts([text])[0]
 
 
-def _embed_onnx(texts: list[str], batch_size: int) -> np.ndarray:
+def _embed_onnx(texts: list[str], batch_size: int, use: str = "passages") -> np.ndarray:
     from ingestion.onnx_encoder import OnnxExportError
 
-    encoder = get_onnx_encoder()
+    encoder = get_onnx_encoder(use)
     try:
         encoder.session  # noqa: B018 (opens the cached export, or builds it)
     except (OnnxExportError, ImportError) as exc:

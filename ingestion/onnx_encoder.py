@@ -1,5 +1,7 @@
 """The embedding model under ONNX Runtime, int8: the packaged weights exported once (torch's
 TorchScript exporter), quantised dynamically, cached under the data dir and encoded like torch.
+Two exports of the same weights: a faster one for passages and a closer one for questions
+(`Recipe`).
 
 The cache file is named by a hash of the model's files, onnxruntime's version and this recipe's
 version, so a changed model or runtime exports again; it is written to a temporary file and
@@ -33,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 # Bumped when the export or quantisation recipe changes: cached files of an older recipe are
 # then left alone and a new one is built.
-RECIPE = "ts-opset17-eager-matmul-qint8-per-channel-float-ffn-out-1"
+RECIPE = "ts-opset17-eager-matmul-qint8-per-channel-2"
 OPSET = 17
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 # What the model is made of: a change to any of them changes the vectors.
@@ -42,6 +44,25 @@ _MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model")
 
 class OnnxExportError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Which of the model's matrix products are quantised, per use. The feed-forward output
+    projections take the widest-ranging input of any (after GELU), which one int8 scale per
+    tensor represents worst; every other MatMul is int8 in both."""
+
+    name: str
+    float_feed_forward_outputs: bool
+
+
+# Passages, batched by ingestion: every MatMul int8. On the dev passages 2.2-2.5x torch's raw
+# encode speed on 2 cores (1.7-1.9x with the feed-forward outputs float), cosine >= 0.985 to torch.
+PASSAGES = Recipe("passages", float_feed_forward_outputs=False)
+# A question, embedded alone when someone searches: a one-word question ("ok") fell to cosine
+# 0.974 with every MatMul int8, 0.985 with the feed-forward outputs float. One question costs
+# milliseconds either way, so questions get the closer export.
+QUESTIONS = Recipe("questions", float_feed_forward_outputs=True)
 
 
 def cpu_count() -> int:
@@ -63,11 +84,11 @@ def model_files(model_dir: Path) -> list[Path]:
     )
 
 
-def cache_key(model_dir: Path) -> str:
+def cache_key(model_dir: Path, recipe: Recipe = PASSAGES) -> str:
     """A hash of the model's files (names and bytes), onnxruntime's version and the recipe."""
     import onnxruntime
 
-    digest = hashlib.sha256(f"{RECIPE}\0onnxruntime {onnxruntime.__version__}\0".encode())
+    digest = hashlib.sha256(f"{RECIPE}\0{recipe}\0onnxruntime {onnxruntime.__version__}\0".encode())
     for path in model_files(model_dir):
         digest.update(str(path.relative_to(model_dir)).encode() + b"\0")
         with path.open("rb") as handle:
@@ -76,10 +97,10 @@ def cache_key(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def cache_path(model_dir: Path, cache_dir: Path) -> Path:
+def cache_path(model_dir: Path, cache_dir: Path, recipe: Recipe = PASSAGES) -> Path:
     # A packaged model's directory is called "model": its package names it better.
     name = model_dir.parent.name if model_dir.name == "model" else model_dir.name
-    return cache_dir / f"{name}-{cache_key(model_dir)[:20]}.int8.onnx"
+    return cache_dir / f"{name}-{recipe.name}-{cache_key(model_dir, recipe)[:20]}.int8.onnx"
 
 
 def max_seq_length(model_dir: Path, tokenizer) -> int:
@@ -128,12 +149,12 @@ def _quiet_quantizer() -> Iterator[None]:
         root.removeFilter(keep)
 
 
-def export_int8(model_dir: Path, target: Path) -> None:
-    """Export the model's transformer to ONNX, quantise its weights to int8 and move the result
-    to `target` in one rename. Needs torch and transformers; reads only `model_dir`."""
+def export_int8(model_dir: Path, target: Path, recipe: Recipe = PASSAGES) -> None:
+    """Export the model's transformer to ONNX, quantise its weights to int8 by `recipe` and move
+    the result to `target` in one rename. Needs torch and transformers; reads only `model_dir`."""
     started = time.monotonic()
     try:
-        _export_int8(model_dir, target)
+        _export_int8(model_dir, target, recipe)
     except Exception as exc:
         raise OnnxExportError(f"exporting {model_dir} to ONNX int8 failed: {exc}") from exc
     logger.info(
@@ -141,7 +162,7 @@ def export_int8(model_dir: Path, target: Path) -> None:
     )
 
 
-def _export_int8(model_dir: Path, target: Path) -> None:
+def _export_int8(model_dir: Path, target: Path, recipe: Recipe) -> None:
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from transformers import AutoModel, AutoTokenizer
@@ -185,8 +206,7 @@ def _export_int8(model_dir: Path, target: Path) -> None:
             )
         # Per output channel: with one scale per weight tensor some dev passages fell to cosine
         # 0.81 to torch. The word-embedding table (a Gather) stays float: quantising it costs
-        # accuracy and gains no speed. So do the feed-forward output projections, whose input
-        # (after GELU) has the widest range of any: quantised, a one-word query fell to 0.974.
+        # accuracy and gains no speed. The feed-forward outputs: see Recipe.
         with _quiet_quantizer():
             quantize_dynamic(
                 str(fp32),
@@ -194,7 +214,9 @@ def _export_int8(model_dir: Path, target: Path) -> None:
                 weight_type=QuantType.QInt8,
                 per_channel=True,
                 op_types_to_quantize=["MatMul"],
-                nodes_to_exclude=_feed_forward_outputs(fp32),
+                nodes_to_exclude=(
+                    _feed_forward_outputs(fp32) if recipe.float_feed_forward_outputs else []
+                ),
             )
         with int8.open("rb") as handle:
             os.fsync(handle.fileno())
@@ -219,11 +241,13 @@ def _feed_forward_outputs(graph_file: Path) -> list[str]:
 
 @dataclass
 class OnnxEncoder:
-    """An int8 ONNX session of the model in `model_dir`, built on first use into `cache_dir`."""
+    """An int8 ONNX session of the model in `model_dir` quantised by `recipe`, built on first use
+    into `cache_dir`."""
 
     model_dir: Path
     cache_dir: Path
     threads: int = 0  # intra-op threads; 0: this process's CPU count
+    recipe: Recipe = PASSAGES
     built: bool = False  # whether this encoder exported the model (False: reused the cache)
 
     def __post_init__(self) -> None:
@@ -242,7 +266,7 @@ class OnnxEncoder:
 
     @cached_property
     def path(self) -> Path:
-        return cache_path(self.model_dir, self.cache_dir)
+        return cache_path(self.model_dir, self.cache_dir, self.recipe)
 
     @property
     def session(self):
@@ -257,7 +281,7 @@ class OnnxEncoder:
             with _export_lock(self.path):
                 session = self._try_open()  # another process may have built it meanwhile
                 if session is None:
-                    export_int8(self.model_dir, self.path)
+                    export_int8(self.model_dir, self.path, self.recipe)
                     self.built = True
                     session = self._open()
         return session

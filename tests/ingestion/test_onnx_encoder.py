@@ -1,6 +1,7 @@
 """The int8 ONNX encoder: built from the packaged weights into a cache (never downloaded; the
 suite's egress guard fails any connection), rebuilt when the cached file is damaged, reused when
-it is sound, and within cosine 0.98 of torch on varied texts, long ones truncated alike."""
+it is sound, and within cosine 0.98 of torch on varied texts, long ones truncated alike: passages
+through the faster export, questions through the closer one."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from django.conf import settings
 
 from ingestion import embedding
-from ingestion.onnx_encoder import OnnxEncoder, cache_key, cache_path
+from ingestion.onnx_encoder import PASSAGES, QUESTIONS, OnnxEncoder, cache_key, cache_path
 
 LONG = " ".join(
     f"Paragraph {i}: the selector module waits until file objects are ready for reading or "
@@ -42,6 +43,14 @@ def built(tmp_path_factory) -> OnnxEncoder:
     return encoder
 
 
+@pytest.fixture(scope="module")
+def built_for_questions(built) -> OnnxEncoder:
+    """The questions' export, beside the passages' in the same cache folder."""
+    encoder = OnnxEncoder(built.model_dir, built.cache_dir, threads=2, recipe=QUESTIONS)
+    encoder.encode(["warm up"])
+    return encoder
+
+
 def test_a_damaged_cache_file_is_rebuilt(built):
     assert built.built
     assert built.path.stat().st_size > 1_000_000
@@ -60,17 +69,35 @@ def test_a_sound_cache_file_is_reused_not_exported_again(built):
     assert np.allclose(vectors, built.encode(TEXTS[:2]), atol=1e-5)
 
 
-def test_vectors_stay_within_cosine_098_of_torch(built):
+def test_vectors_stay_within_cosine_098_of_torch(built, built_for_questions):
     torch_model = embedding.get_model()
     reference = torch_model.encode(TEXTS + QUERIES, normalize_embeddings=True)
 
     # Passages in batches of mixed lengths, as ingestion sends them; a question alone, as search.
-    vectors = np.vstack([built.encode(TEXTS, batch_size=3), *(built.encode([q]) for q in QUERIES)])
+    vectors = np.vstack(
+        [
+            built.encode(TEXTS, batch_size=3),
+            *(built_for_questions.encode([q]) for q in QUERIES),
+        ]
+    )
 
     assert vectors.shape == (len(TEXTS + QUERIES), settings.RAG_EMBEDDING_DIM)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     cosine = (vectors * reference).sum(axis=1)
     assert cosine.min() >= 0.98, dict(zip(TEXTS + QUERIES, cosine.round(4), strict=True))
+
+
+def test_the_two_exports_are_different_files_and_the_questions_one_is_closer_on_a_word(
+    built, built_for_questions
+):
+    assert built.recipe == PASSAGES
+    assert built_for_questions.path != built.path
+    assert built_for_questions.path.parent == built.path.parent
+    reference = embedding.get_model().encode(["ok"], normalize_embeddings=True)[0]
+    # The reason for two exports: a one-word question is where int8 feed-forward outputs stray.
+    closer = float(built_for_questions.encode(["ok"])[0] @ reference)
+    faster = float(built.encode(["ok"])[0] @ reference)
+    assert closer > faster
 
 
 def test_long_texts_are_cut_where_torch_cuts_them(built):
@@ -79,7 +106,9 @@ def test_long_texts_are_cut_where_torch_cuts_them(built):
     assert np.allclose(built.encode([LONG]), built.encode([LONG + " A different end."]), atol=1e-6)
 
 
-def test_the_backend_setting_routes_passages_queries_and_token_counts(built, settings):
+def test_the_backend_setting_routes_passages_queries_and_token_counts(
+    built, built_for_questions, settings
+):
     settings.RAG_EMBEDDING_BACKEND = "onnx-int8"
     settings.RAG_EMBEDDING_URL = ""
     settings.DATA_DIR = built.cache_dir.parent.parent  # where the module's export lies
@@ -87,14 +116,16 @@ def test_the_backend_setting_routes_passages_queries_and_token_counts(built, set
     try:
         query = embedding.embed_query(TEXTS[0])
         passages = embedding.embed_texts(TEXTS[:3])
-        assert not embedding.get_onnx_encoder().built  # found the export, made none
+        # Each found its export and made none.
+        assert not embedding.get_onnx_encoder("passages").built
+        assert not embedding.get_onnx_encoder("questions").built
         assert embedding.count_tokens(LONG) == len(
             embedding.get_model().tokenizer(LONG, add_special_tokens=False)["input_ids"]
         )
         assert embedding.max_tokens() == 256
     finally:
         embedding.get_onnx_encoder.cache_clear()
-    assert np.allclose(query, built.encode([TEXTS[0]])[0], atol=1e-5)
+    assert np.allclose(query, built_for_questions.encode([TEXTS[0]])[0], atol=1e-5)
     assert np.allclose(passages, built.encode(TEXTS[:3]), atol=1e-5)
 
 
@@ -112,9 +143,10 @@ def test_the_cache_key_follows_the_model_files_not_their_readme(tmp_path: Path):
     (model / "model.safetensors").write_bytes(b"weightz")
     assert cache_key(model) != first
     assert cache_path(model, tmp_path).name.startswith(f"{tmp_path.name}-")
+    assert cache_key(model, QUESTIONS) != cache_key(model, PASSAGES)
 
 
-def test_export_onnx_command_finds_the_export_already_there(built, settings):
+def test_export_onnx_command_finds_the_exports_already_there(built, built_for_questions, settings):
     from io import StringIO
 
     from django.core.management import call_command
@@ -126,4 +158,6 @@ def test_export_onnx_command_finds_the_export_already_there(built, settings):
         call_command("export_onnx", stdout=out)
     finally:
         embedding.get_onnx_encoder.cache_clear()
-    assert out.getvalue().startswith(f"already exported: {built.path}")
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith(f"already exported: {built.path}")
+    assert lines[1].startswith(f"already exported: {built_for_questions.path}")

@@ -1,5 +1,6 @@
-"""manage.py export_onnx: build the int8 ONNX export of RAG_EMBEDDING_MODEL into the data dir now
-(at install or in an image build), not on the first embedding with RAG_EMBEDDING_BACKEND=onnx-int8."""
+"""manage.py export_onnx: build the int8 ONNX exports of RAG_EMBEDDING_MODEL (for passages and for
+questions) into the data dir now (at install or in an image build), not on the first embedding
+with RAG_EMBEDDING_BACKEND=onnx-int8."""
 
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []
 
     def handle(self, *args, **options):
-        encoder = embedding.get_onnx_encoder()
-        started = time.monotonic()
-        try:
-            encoder.session  # noqa: B018 (opens the cached export, or builds it)
-        except OnnxExportError as exc:
-            raise CommandError(str(exc)) from exc
-        state = "exported" if encoder.built else "already exported"
-        self.stdout.write(f"{state}: {encoder.path} ({time.monotonic() - started:.1f}s)")
+        for use in ("passages", "questions"):
+            encoder = embedding.get_onnx_encoder(use)
+            started = time.monotonic()
+            try:
+                encoder.session  # noqa: B018 (opens the cached export, or builds it)
+            except OnnxExportError as exc:
+                raise CommandError(str(exc)) from exc
+            state = "exported" if encoder.built else "already exported"
+            self.stdout.write(f"{state}: {encoder.path} ({time.monotonic() - started:.1f}s)")
