@@ -14,7 +14,8 @@ BENCHMARKS = [
     "ingest_bench.py",
     "encoder_bench.py",  # torch vs the int8 ONNX export: raw encode and end to end, side by side
     "queue_bench.py",  # the same documents in-process and through a real worker on the folder queue
-    "retrieval_bench.py",
+    # --compare: the previous full-text statement beside the current one, latency and dev-set quality
+    "retrieval_bench.py --compare",
     "answer_bench.py",
     "load_answers.py",  # 100, 200 and 500 streamed answers at once, each way of asking
 ]
@@ -22,12 +23,13 @@ BENCHMARKS = [
 
 def main() -> int:
     failed = 0
-    for name in BENCHMARKS:
+    for line in BENCHMARKS:
+        name, *options = line.split()
         path = HERE / name
         if not path.exists():
             continue
-        print(f"== {name}", flush=True)
-        failed += subprocess.call([sys.executable, str(path), *sys.argv[1:]]) != 0
+        print(f"== {line}", flush=True)
+        failed += subprocess.call([sys.executable, str(path), *options, *sys.argv[1:]]) != 0
     return 1 if failed else 0
 
 
