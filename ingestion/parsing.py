@@ -233,7 +233,15 @@ def preload() -> None:
     import unstructured.partition.md
     import unstructured.partition.pptx
     import unstructured.partition.text
-    import unstructured.partition.xlsx  # noqa: F401
+    import unstructured.partition.xlsx
+
+    # What unstructured loads on first use, loaded here once: its spaCy sentence splitter (which
+    # sorts text into narrative and titles) and langdetect's language profiles. Each forked child
+    # would otherwise load them again for every document: about two thirds of a page's parse.
+    unstructured.partition.html.partition_html(
+        text="<html><body><h1>Warm-up</h1><p>Loaded once. Then every child has it.</p>"
+        "<p>Kept in the helper process's memory.</p></body></html>"
+    )
 
 
 def _reason(exc: Exception) -> str:
