@@ -7,6 +7,7 @@ pdfminer.six (unstructured's PDF path imports layout-model packages we do not in
 
 from __future__ import annotations
 
+import contextlib
 import re
 import statistics
 import zipfile
@@ -238,10 +239,12 @@ def preload() -> None:
     # What unstructured loads on first use, loaded here once: its spaCy sentence splitter (which
     # sorts text into narrative and titles) and langdetect's language profiles. Each forked child
     # would otherwise load them again for every document: about two thirds of a page's parse.
-    unstructured.partition.html.partition_html(
-        text="<html><body><h1>Warm-up</h1><p>Loaded once. Then every child has it.</p>"
-        "<p>Kept in the helper process's memory.</p></body></html>"
-    )
+    # A warm-up that fails costs only speed: the documents that need them report the error.
+    with contextlib.suppress(Exception):
+        unstructured.partition.html.partition_html(
+            text="<html><body><h1>Warm-up</h1><p>Loaded once. Then every child has it.</p>"
+            "<p>Kept in the helper process's memory.</p></body></html>"
+        )
 
 
 def _reason(exc: Exception) -> str:
