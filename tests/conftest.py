@@ -241,13 +241,13 @@ def database_url() -> str:
 
 def load_bench():
     """bench/load_answers.py as a module (bench/ is no package): its server start and load."""
+    if "load_answers" in sys.modules:
+        return sys.modules["load_answers"]
     spec = importlib.util.spec_from_file_location(
         "load_answers", ROOT / "bench" / "load_answers.py"
     )
     assert spec is not None
     assert spec.loader is not None
-    if "load_answers" in sys.modules:
-        return sys.modules["load_answers"]
     module = importlib.util.module_from_spec(spec)
     sys.modules["load_answers"] = module
     spec.loader.exec_module(module)

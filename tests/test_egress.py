@@ -13,10 +13,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from core import egress
 from ingestion.models import Document
+from tests.conftest import database_url
 from tests.documents import FACT, write_html, write_pdf
 from tests.egress_guard import CHILD_LOG, child_violations
 
@@ -37,13 +37,6 @@ def run_python(
         text=True,
         timeout=timeout,
     )
-
-
-def database_url() -> str:
-    db = connection.settings_dict
-    if db["PORT"]:
-        return f"postgresql://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    return f"postgresql://{db['USER']}:{db['PASSWORD']}@/{db['NAME']}?host={db['HOST']}"
 
 
 # --- the guard itself ------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from mcp.shared.exceptions import MCPError
 from core import apikeys
 from core.models import AuditEvent
 from ingestion.models import Chunk
-from tests.conftest import make_collection, stop_worker
+from tests.conftest import database_url, make_collection, stop_worker
 from tests.documents import FACT, write_markdown
 from tests.e2e.conftest import serve_asgi
 
@@ -37,7 +37,6 @@ def site(request, transactional_db, ingest_file, tmp_path) -> Iterator[dict[str,
     parameter, if any). Everyone reads "Handbook" (the Zephyr budget); only `insider` reads
     "Board" (the Halcyon merger); `outsider` does not."""
     from django.conf import settings
-    from django.db import connection
 
     cache.clear()
     insider = User.objects.create_user("insider", password="a-long-test-password")
@@ -52,14 +51,9 @@ def site(request, transactional_db, ingest_file, tmp_path) -> Iterator[dict[str,
     )
     assert public.status == secret.status == "ready"
 
-    db = connection.settings_dict
-    if db["PORT"]:
-        url = f"postgresql://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    else:
-        url = f"postgresql://{db['USER']}:{db['PASSWORD']}@/{db['NAME']}?host={db['HOST']}"
     env = {
         **os.environ,
-        "DATABASE_URL": url,
+        "DATABASE_URL": database_url(),
         "RAG_MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "RAG_LLM_BASE_URL": "",
         "RAG_EGRESS_GUARD": "1",

@@ -120,21 +120,13 @@ def page(browser, live_server) -> Iterator:
 def asgi_server(transactional_db, tmp_path, task_queue) -> Iterator[str]:
     """The production server: uvicorn serving ragsite.asgi against the test database."""
     from django.conf import settings
-    from django.db import connection
 
-    from tests.conftest import stop_worker
+    from tests.conftest import database_url, stop_worker
 
-    db = connection.settings_dict
-    if db["PORT"]:
-        database_url = (
-            f"postgresql://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-        )
-    else:
-        database_url = f"postgresql://{db['USER']}:{db['PASSWORD']}@/{db['NAME']}?host={db['HOST']}"
     log = tmp_path / "uvicorn.log"
     env = {
         **os.environ,
-        "DATABASE_URL": database_url,
+        "DATABASE_URL": database_url(),
         "RAG_MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "RAG_LLM_BASE_URL": "",
         "RAG_EGRESS_GUARD": "1",

@@ -18,7 +18,7 @@ from django.core.cache import cache
 from playwright.sync_api import expect
 
 from core import apikeys
-from tests.conftest import make_collection, stop_worker
+from tests.conftest import database_url, make_collection, stop_worker
 from tests.documents import FACT, write_markdown, write_pdf
 from tests.e2e.conftest import PASSWORD, open_page, serve_asgi, sign_in
 from tests.fakes.openai_server import MODEL_ID, FakeOpenAIServer
@@ -30,16 +30,10 @@ ANSWER = "The Zephyr budget for 2027 is 4.2 million euros [1]."
 def start_uvicorn(log: Path, **env: str) -> tuple[subprocess.Popen, str]:
     """uvicorn serving ragsite.asgi against the test database, with `env` on top."""
     from django.conf import settings
-    from django.db import connection
 
-    db = connection.settings_dict
-    if db["PORT"]:
-        url = f"postgresql://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    else:
-        url = f"postgresql://{db['USER']}:{db['PASSWORD']}@/{db['NAME']}?host={db['HOST']}"
     environment = {
         **os.environ,
-        "DATABASE_URL": url,
+        "DATABASE_URL": database_url(),
         "RAG_MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "RAG_EGRESS_GUARD": "1",
         **env,

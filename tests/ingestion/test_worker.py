@@ -10,12 +10,12 @@ import time
 import uuid
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 
 from ingestion import services
 from ingestion.models import Chunk, Document
 from ragsite.celery import app
-from tests.conftest import ROOT, make_collection, start_worker, stop_worker
+from tests.conftest import ROOT, database_url, make_collection, start_worker, stop_worker
 from tests.documents import write_html, write_markdown
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -175,12 +175,10 @@ def test_a_worker_without_its_embedding_model_fails_documents_with_the_reason(
 
 def start_prefork_worker(celery_queue: dict, log) -> subprocess.Popen:
     """conftest's worker with a prefork pool: the solo pool enforces no time limits."""
-    db = connection.settings_dict
     env = {
         **os.environ,
         **celery_queue["env"],
-        "DATABASE_URL": f"postgresql://{db['USER']}:{db['PASSWORD']}@/{db['NAME']}"
-        f"?host={db['HOST']}" + (f"&port={db['PORT']}" if db["PORT"] else ""),
+        "DATABASE_URL": database_url(),
         "PYTHONUNBUFFERED": "1",
     }
     command = [sys.executable, "-m", "celery", "-A", "ragsite", "worker", "--pool=prefork"]
